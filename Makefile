@@ -1,0 +1,73 @@
+# Two environments: .venv (Python >= 3.12: engine, proxy, API, CLI) and .venv-train
+# (Python 3.11 + CPU PyTorch: training and the efficacy benchmark).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# First interpreter of the given versions that really runs (PATH, then pyenv's versions).
+find_python = $(shell for v in $(1); do \
+	python$$v -c '' 2>/dev/null && { command -v python$$v; exit; }; \
+	r=$$(pyenv root 2>/dev/null) && for c in $$r/versions/$$v*/bin/python$$v; do \
+		[ -x "$$c" ] && { echo "$$c"; exit; }; done; \
+	done)
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(call find_python,3.12 3.13)
+endif
+ifeq ($(origin TRAIN_PYTHON),undefined)
+TRAIN_PYTHON := $(call find_python,3.11)
+endif
+
+VENV := .venv
+TRAIN_VENV := .venv-train
+SHARED ?= ../shared
+
+.PHONY: help run test test-python test-train test-extension lint train bench browser clean
+
+help:
+	@echo "make run     start Sfumato (proxy + control API)"
+	@echo "make test    run every test suite (Python, training smoke test, extension)"
+	@echo "make lint    ruff"
+	@echo "make train   train the protection model (needs $(SHARED))"
+	@echo "make bench   latency and efficacy benchmarks"
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python >= 3.12 not found: install it (e.g. pyenv install 3.12) or pass PYTHON=/path/to/python3.12"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+$(TRAIN_VENV)/.installed: pyproject.toml
+	@test -n "$(TRAIN_PYTHON)" || { echo "Python 3.11 not found: training needs it (CPU PyTorch wheels)"; exit 1; }
+	$(TRAIN_PYTHON) -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/pip install -q -e '.[train]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/sfumato serve
+
+test: test-python test-train test-extension
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test-python: $(VENV)/.installed lint
+	$(VENV)/bin/pytest -q --ignore=tests/training
+
+test-train: $(TRAIN_VENV)/.installed
+	$(TRAIN_VENV)/bin/pytest -q tests/training
+
+# Debian's Chromium for the extension's end-to-end test (Playwright cannot download its own here).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+
+test-extension: $(VENV)/.installed browser
+	cd extension && npm ci --no-audit --no-fund && npm test
+
+train: $(TRAIN_VENV)/.installed
+	$(TRAIN_VENV)/bin/python -m perturb.training.train --shared $(SHARED)
+
+bench: $(VENV)/.installed $(TRAIN_VENV)/.installed
+	$(VENV)/bin/python bench/latency.py
+	$(TRAIN_VENV)/bin/python bench/efficacy.py --shared $(SHARED)
+
+clean:
+	rm -rf $(VENV) $(TRAIN_VENV) .pytest_cache .ruff_cache

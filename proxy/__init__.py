@@ -1,0 +1,1 @@
+"""Sfumato's network side: the mitmproxy addon, the control API and the command line."""

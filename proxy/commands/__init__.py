@@ -1,0 +1,1 @@
+"""Subcommands of `sfumato`; see proxy.cli."""
