@@ -1,0 +1,244 @@
+"""X (Twitter) chunked media uploads: INIT declares `total_bytes`, APPEND carries segments
+(multipart `media`, or base64 `media_data`), FINALIZE may carry `original_md5`.
+
+The proxy keeps the declared length: APPEND segments of a tracked image are held (answered
+locally with 204) until the whole file is in, then the last APPEND is forwarded as segment 0
+carrying the entire protected file, produced at exactly `total_bytes` (`exact_length`), and
+FINALIZE's `original_md5` is rewritten to the protected file's MD5. Params may travel in the
+query string, a form body or multipart fields; rewrites touch only the changed value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, quote
+
+from proxy import multipart
+from proxy.image_protection import ImageProtector, is_image
+from proxy.upload_rewrite import Rewrite, UploadRequest
+
+MAX_TRACKED = 256
+TRACK_SECONDS = 30 * 60
+
+
+class ChunkedUploadError(ValueError):
+    """A chunked-upload request that cannot be understood."""
+
+
+@dataclass
+class Step:
+    """One request of a chunked upload."""
+
+    command: str
+    media_id: str = ""
+    total_bytes: int = 0
+    media_type: str = ""
+    segment_index: int = 0
+    segment: bytes = b""
+    segment_field: str = ""  # "media" (binary) or "media_data" (base64), if multipart
+    segment_part: int = -1
+    params: dict[str, str] = field(default_factory=dict)
+
+
+def _int(params: dict[str, str], name: str) -> int:
+    value = params.get(name, "0").strip() or "0"
+    if not value.isdigit():
+        raise ChunkedUploadError(f"{name} is not a number: {value[:40]!r}")
+    return int(value)
+
+
+def parse_step(path: str, body: bytes, content_type: str) -> Step:
+    """Read the command and its params from query, form body or multipart fields."""
+    query = path.split("?", 1)[1] if "?" in path else ""
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    segment = b""
+    segment_field = ""
+    segment_part = -1
+    ct = content_type.lower()
+    if ct.startswith("application/x-www-form-urlencoded"):
+        params.update(parse_qsl(body.decode("latin-1"), keep_blank_values=True))
+        if "media_data" in params:
+            segment_field = "media_data"
+            segment = _b64(params.pop("media_data").encode("latin-1"))
+    elif ct.startswith("multipart/"):
+        try:
+            form = multipart.parse(body, content_type)
+        except multipart.MultipartError as err:
+            raise ChunkedUploadError(f"the upload's multipart body is malformed: {err}") from None
+        for index, part in enumerate(form.parts):
+            if part.name in ("media", "media_data") and not segment_field:
+                segment_field, segment_part = part.name, index
+                segment = part.body if part.name == "media" else _b64(part.body)
+            elif part.name and part.filename is None and len(part.body) < 4096:
+                params.setdefault(part.name, part.body.decode("utf-8", "replace"))
+    command = params.get("command", "").upper()
+    return Step(
+        command=command,
+        media_id=params.get("media_id", ""),
+        total_bytes=_int(params, "total_bytes") if command == "INIT" else 0,
+        media_type=params.get("media_type", "").lower(),
+        segment_index=_int(params, "segment_index") if command == "APPEND" else 0,
+        segment=segment,
+        segment_field=segment_field,
+        segment_part=segment_part,
+        params=params,
+    )
+
+
+def _b64(data: bytes) -> bytes:
+    try:
+        return base64.b64decode(re.sub(rb"\s", b"", data), validate=True)
+    except (binascii.Error, ValueError):
+        raise ChunkedUploadError("media_data is not valid base64") from None
+
+
+def segment_is_image(step: Step) -> bool:
+    return bool(step.segment) and is_image(step.segment)
+
+
+def media_id_from_response(body: bytes) -> str | None:
+    """The media id from an INIT response (`media_id_string`, else `media_id`)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    if isinstance(data.get("data"), dict):  # v2 API shape
+        data = data["data"]
+    value = data.get("media_id_string") or data.get("media_id") or data.get("id")
+    return str(value) if value is not None else None
+
+
+@dataclass
+class TrackedUpload:
+    """An image upload between INIT and FINALIZE."""
+
+    total_bytes: int
+    media_type: str
+    segments: dict[int, bytes] = field(default_factory=dict)
+    protected_md5: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def received(self) -> int:
+        return sum(len(s) for s in self.segments.values())
+
+    def add(self, index: int, data: bytes) -> None:
+        self.segments[index] = data
+        if self.received > self.total_bytes:
+            raise ChunkedUploadError(
+                f"the upload sent more than the {self.total_bytes} bytes it declared"
+            )
+
+    def assemble(self) -> bytes:
+        return b"".join(self.segments[i] for i in sorted(self.segments))
+
+
+class XUploadStore:
+    """Tracked uploads by media id; bounded in size and age."""
+
+    def __init__(self) -> None:
+        self._uploads: dict[str, TrackedUpload] = {}
+
+    def track(self, media_id: str, total_bytes: int, media_type: str) -> None:
+        self._expire()
+        while len(self._uploads) >= MAX_TRACKED:
+            self._uploads.pop(next(iter(self._uploads)))
+        self._uploads[media_id] = TrackedUpload(total_bytes, media_type)
+
+    def get(self, media_id: str) -> TrackedUpload | None:
+        self._expire()
+        return self._uploads.get(media_id)
+
+    def pop(self, media_id: str) -> TrackedUpload | None:
+        return self._uploads.pop(media_id, None)
+
+    def __len__(self) -> int:
+        return len(self._uploads)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, u in self._uploads.items() if now - u.started > TRACK_SECONDS]:
+            del self._uploads[key]
+
+
+def replace_query_param(path: str, name: str, value: str) -> str:
+    """The path with query parameter `name` set to `value`; other bytes untouched."""
+    base, sep, query = path.partition("?")
+    if not sep:
+        return path
+    pieces = query.split("&")
+    for i, piece in enumerate(pieces):
+        if piece.split("=", 1)[0] == name:
+            pieces[i] = f"{name}={quote(value, safe='')}"
+    return base + "?" + "&".join(pieces)
+
+
+def replace_form_param(body: bytes, name: str, value: str) -> bytes:
+    """A form-urlencoded body with `name` set to `value`; other bytes untouched."""
+    pieces = body.split(b"&")
+    key = name.encode()
+    for i, piece in enumerate(pieces):
+        if piece.split(b"=", 1)[0] == key:
+            pieces[i] = key + b"=" + quote(value, safe="").encode()
+    return b"&".join(pieces)
+
+
+def _set_param(upload: UploadRequest, body: bytes, name: str, value: str) -> tuple[str, bytes]:
+    """Set a param wherever the request carries it (query, form or multipart field)."""
+    path = replace_query_param(upload.path, name, value)
+    ct = upload.content_type.lower()
+    if ct.startswith("application/x-www-form-urlencoded"):
+        body = replace_form_param(body, name, value)
+    elif ct.startswith("multipart/"):
+        form = multipart.parse(body, upload.content_type)
+        for index, part in enumerate(form.parts):
+            if part.name == name and part.filename is None:
+                form = form.with_body(index, value.encode())
+        body = form.to_bytes()
+    return path, body
+
+
+def protect_append(
+    upload: UploadRequest, step: Step, data: bytes, protect: ImageProtector
+) -> Rewrite:
+    """The last APPEND, rewritten to carry the whole protected file as segment 0."""
+    result = protect(data, exact_length=len(data))
+    body = upload.body
+    encoded = result.data if step.segment_field == "media" else base64.b64encode(result.data)
+    if step.segment_part >= 0:
+        form = multipart.parse(body, upload.content_type)
+        body = form.with_body(step.segment_part, encoded).to_bytes()
+    elif step.segment_field == "media_data":
+        body = replace_form_param(body, "media_data", encoded.decode())
+    path, body = _set_param(upload, body, "segment_index", "0")
+    return Rewrite(
+        body=body,
+        path=path if path != upload.path else None,
+        shape="x_chunked",
+        outcome="protected" if result.protected else "passed",
+        reason=result.reason,
+        bytes_in=len(data),
+        bytes_out=len(result.data),
+        images=1,
+        timings=result.timings,
+        protected_data=result.data,
+    )
+
+
+def finalize_rewrite(upload: UploadRequest, step: Step, md5_hex: str) -> Rewrite:
+    """FINALIZE with `original_md5` (if sent) set to the protected file's MD5."""
+    if "original_md5" not in step.params:
+        return Rewrite(shape="x_chunked")
+    path, body = _set_param(upload, upload.body, "original_md5", md5_hex)
+    return Rewrite(
+        body=body if body != upload.body else None,
+        path=path if path != upload.path else None,
+        shape="x_chunked",
+    )

@@ -1,0 +1,62 @@
+"""Raw image bodies (Instagram `rupload`, Bluesky `uploadBlob`, S3 PUT): the headers that
+declare the body's size and dimensions, rewritten to match the protected image.
+
+Instagram checks `X-Entity-Length` (byte count) and the width/height inside the JSON of
+`X-Instagram-Rupload-Params` against the body; both are rewritten. Values that still match are
+left byte-for-byte as they were.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+ENTITY_LENGTH = "x-entity-length"
+RUPLOAD_PARAMS = "x-instagram-rupload-params"
+
+
+def declared_header_fixes(
+    headers: Mapping[str, str], length: int, width: int | None, height: int | None
+) -> dict[str, str]:
+    """Header values to set so the declared size and dimensions match the new body."""
+    out: dict[str, str] = {}
+    declared = headers.get(ENTITY_LENGTH)
+    if declared is not None and declared.strip() != str(length):
+        out[ENTITY_LENGTH] = str(length)
+    params = headers.get(RUPLOAD_PARAMS)
+    if params:
+        fixed = rupload_params_with_size(params, width, height)
+        if fixed != params:
+            out[RUPLOAD_PARAMS] = fixed
+    return out
+
+
+def rupload_params_with_size(params: str, width: int | None, height: int | None) -> str:
+    """The rupload params JSON with every integer `*width*`/`*height*` field set to the image's.
+
+    Unparseable params are returned unchanged (Instagram then judges them, as it would have).
+    """
+    if width is None or height is None:
+        return params
+    try:
+        data = json.loads(params)
+    except ValueError:
+        return params
+    if not isinstance(data, dict):
+        return params
+    changed = False
+    for key, value in list(data.items()):
+        lowered = key.lower()
+        target = width if "width" in lowered else height if "height" in lowered else None
+        if target is None or isinstance(value, bool):
+            continue
+        if isinstance(value, int) and value != target:
+            data[key] = target
+            changed = True
+        elif isinstance(value, str) and value.isdigit() and int(value) != target:
+            data[key] = str(target)
+            changed = True
+    if not changed:
+        return params
+    compact = ", " not in params and ": " not in params
+    return json.dumps(data, separators=(",", ":") if compact else (", ", ": "))

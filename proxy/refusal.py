@@ -1,0 +1,114 @@
+"""Fail closed: the typed refusal and the error response the browser gets instead of an upload.
+
+When protection is on for a site and an upload cannot be protected, the site must receive
+nothing. The browser gets a response that says what happened and what to do (JSON or text
+per `Accept`), with the header `X-Sfumato-Error: <code>` so the extension and scripts can tell
+a Sfumato refusal from a site error, and CORS headers so the page's script can read it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from mitmproxy import http
+
+ERROR_HEADER = "X-Sfumato-Error"
+
+# Refusal codes and the HTTP status each answers with.
+STATUS: dict[str, int] = {
+    "corrupt-image": 422,
+    "unsupported-image": 415,
+    "image-too-large": 413,
+    "body-too-large": 413,
+    "timeout": 504,
+    "busy": 503,
+    "model-error": 503,
+    "engine-error": 500,
+    "cannot-fit-length": 422,
+    "signed-payload": 403,
+    "unsupported-upload": 403,
+    "bad-request": 400,
+}
+
+# perturb error class name -> refusal code (by name: the proxy must load without the engine).
+ENGINE_ERROR_CODES: dict[str, str] = {
+    "EmptyInput": "corrupt-image",
+    "NotAnImage": "corrupt-image",
+    "CorruptImage": "corrupt-image",
+    "UnsupportedImage": "unsupported-image",
+    "ImageTooLarge": "image-too-large",
+    "ProtectTimeout": "timeout",
+    "ModelUnavailable": "model-error",
+    "CannotFitLength": "cannot-fit-length",
+}
+
+PROTECT_FIRST = "protect the file before uploading (sfumato protect FILE), then upload the result"
+
+
+class Refusal(Exception):
+    """An upload Sfumato will not forward. `message` says what happened, `hint` what to do."""
+
+    def __init__(self, code: str, message: str, hint: str = "") -> None:
+        if code not in STATUS:
+            raise ValueError(f"unknown refusal code {code!r}")
+        super().__init__(f"{message} {hint}".strip())
+        self.code = code
+        self.message = message
+        self.hint = hint
+
+    @property
+    def status(self) -> int:
+        return STATUS[self.code]
+
+
+def refusal_from_engine_error(err: BaseException) -> Refusal:
+    """Translate an engine error (a `perturb.ProtectError` or anything unexpected)."""
+    code = ENGINE_ERROR_CODES.get(type(err).__name__)
+    message = getattr(err, "message", None) or str(err) or type(err).__name__
+    hint = getattr(err, "hint", None) or ""
+    if code is None:
+        code = "engine-error"
+        message = f"the protection engine failed: {message}"
+        hint = hint or "retry; if it keeps failing, " + PROTECT_FIRST
+    return Refusal(code, message, hint)
+
+
+def _wants_json(accept: str) -> bool:
+    accept = accept.lower()
+    if "json" in accept:
+        return True
+    # fetch()/XHR default to */*: scripts parse JSON more easily than text.
+    return not ("text/html" in accept or "text/plain" in accept)
+
+
+def refusal_response(
+    refusal: Refusal, *, site_name: str, accept: str = "", origin: str | None = None
+) -> http.Response:
+    """The response sent to the browser instead of forwarding the upload."""
+    headers = {
+        ERROR_HEADER: refusal.code,
+        "Cache-Control": "no-store",
+        "Access-Control-Expose-Headers": ERROR_HEADER,
+    }
+    if origin and origin != "null":
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Allow-Credentials"] = "true"
+        headers["Vary"] = "Origin"
+    summary = f"Sfumato did not send this upload to {site_name}: {refusal.message}"
+    if _wants_json(accept):
+        body = json.dumps(
+            {
+                "error": "sfumato",
+                "code": refusal.code,
+                "site": site_name,
+                "message": summary,
+                "hint": refusal.hint,
+            },
+            ensure_ascii=False,
+        ).encode()
+        headers["Content-Type"] = "application/json; charset=utf-8"
+    else:
+        text = summary + ("\nWhat to do: " + refusal.hint if refusal.hint else "") + "\n"
+        body = text.encode()
+        headers["Content-Type"] = "text/plain; charset=utf-8"
+    return http.Response.make(refusal.status, body, headers)
