@@ -1,0 +1,599 @@
+"""protect(): image bytes in, protected image bytes of the same kind out.
+
+decode (Pillow, lazily, after the pixel limit) → infer (per frame, per tile) → encode with the
+original's fidelity parameters and metadata → provenance marker. Every failure is a typed
+`ProtectError`; nothing here does network I/O.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin
+
+from perturb import formats, provenance
+from perturb.errors import (
+    CannotFitLength,
+    CorruptImage,
+    EmptyInput,
+    ImageTooLarge,
+    NotAnImage,
+    ProtectError,
+    ProtectTimeout,
+    UnsupportedImage,
+)
+from perturb.metadata import Metadata, collect
+from perturb.models import Model, load_model
+
+DEFAULT_MAX_PIXELS = 100_000_000
+WEBP_LOSSY_QUALITY = 90  # WebP does not record its quality; 90 keeps artwork visibly unchanged
+SUBSAMPLING_NAMES = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
+
+
+@dataclass(frozen=True)
+class ProtectReport:
+    """What protect() did: model, strength, per-stage seconds, PSNR of the perturbation."""
+
+    model_id: str
+    strength: float
+    timings: dict[str, float]
+    psnr: float
+    frames: int
+    width: int
+    height: int
+    model_version: str = ""
+    fidelity: dict[str, Any] = field(default_factory=dict)
+    metadata: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Protected:
+    """The protected file: bytes in the input's format, and the report."""
+
+    data: bytes
+    format: str
+    mime: str
+    report: ProtectReport
+
+
+@dataclass
+class _Frame:
+    image: Image.Image
+    duration: float | None = None
+    disposal: int | None = None
+    blend: int | None = None
+
+
+@dataclass
+class _Stats:
+    """Sum of squared errors per peak value, for PSNR over all frames and channels."""
+
+    sse: float = 0.0
+    count: int = 0
+
+    def add(self, before: np.ndarray, after: np.ndarray, peak: float) -> None:
+        for y in range(0, before.shape[0], 64):  # chunked: no whole-image float64
+            d = after[y : y + 64].astype(np.float32) - before[y : y + 64].astype(np.float32)
+            self.sse += float(np.square(d / peak, dtype=np.float32).sum(dtype=np.float64))
+            self.count += d.size
+
+    @property
+    def psnr(self) -> float:
+        if self.count == 0 or self.sse == 0:
+            return math.inf
+        return 10 * math.log10(self.count / self.sse)
+
+
+def protect(
+    data: bytes | bytearray | memoryview | Image.Image,
+    *,
+    strength: str | float = "default",
+    model: Model | str | os.PathLike[str] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    time_limit: float | None = None,
+    ai_reservation: bool = True,
+    exact_length: int | None = None,
+) -> Protected:
+    """Protect one image (bytes or a PIL image); the result has the input's format.
+
+    `strength`: "low" | "default" | "high" (the model card's presets) or a number ≥ 0.
+    `model`: id, path to an .onnx, or a loaded Model (default: SFUMATO_MODEL, then the shipped
+    model). `max_pixels`: refuse larger images (per frame, and in total for animations) before
+    decoding. `time_limit`: seconds, checked between tiles and frames. `ai_reservation`: write
+    IPTC plus:DataMining = prohibited for AI/ML training. `exact_length`: produce exactly this
+    many bytes (re-encode smaller, then pad inside the XMP packet) or raise CannotFitLength.
+    """
+    started = time.perf_counter()
+    deadline = None if time_limit is None else time.monotonic() + float(time_limit)
+    loaded = load_model(model)
+    value = loaded.resolve_strength(strength)
+
+    raw, im, fmt = _open(data)
+    try:
+        return _protect_opened(
+            raw, im, fmt, loaded, value, started, deadline,
+            max_pixels=max_pixels, ai_reservation=ai_reservation, exact_length=exact_length,
+        )
+    finally:
+        if raw is not None:
+            im.close()
+
+
+def _open(data: Any) -> tuple[bytes | None, Image.Image, str]:
+    if isinstance(data, Image.Image):
+        fmt = data.format if data.format in formats.SUPPORTED else "PNG"
+        return None, data, fmt
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise NotAnImage(f"expected image bytes or a PIL image, got {type(data).__name__}")
+    raw = bytes(data)
+    if not raw:
+        raise EmptyInput("the image is empty (0 bytes)")
+    fmt = formats.sniff_format(raw)
+    if fmt is None:
+        other = formats.sniff_other(raw)
+        if other:
+            raise UnsupportedImage(f"{other} images are not supported")
+        raise NotAnImage(f"the data is not an image (starts with {raw[:8]!r})")
+    try:
+        im = Image.open(io.BytesIO(raw), formats=[fmt])
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"the image is too large to decode safely: {exc}") from None
+    except Exception as exc:  # Pillow raises many types for malformed headers
+        raise CorruptImage(f"the {fmt} file cannot be read: {_why(exc)}") from None
+    return raw, im, fmt
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text[:200]
+
+
+def _protect_opened(
+    raw: bytes | None,
+    im: Image.Image,
+    fmt: str,
+    model: Model,
+    strength: float,
+    started: float,
+    deadline: float | None,
+    *,
+    max_pixels: int | None,
+    ai_reservation: bool,
+    exact_length: int | None,
+) -> Protected:
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise CorruptImage(f"the {fmt} file declares an empty canvas ({width}×{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLarge(
+            f"the image is {width}×{height} = {width * height / 1e6:.1f} MP, "
+            f"over the limit of {max_pixels / 1e6:.1f} MP"
+        )
+    try:
+        n_frames = int(getattr(im, "n_frames", 1))
+    except Exception as exc:
+        raise CorruptImage(f"the {fmt} file's frames cannot be read: {_why(exc)}") from None
+    if max_pixels is not None and n_frames > 1 and width * height * n_frames > max_pixels:
+        raise ImageTooLarge(
+            f"the animation has {n_frames} frames of {width}×{height}, "
+            f"{width * height * n_frames / 1e6:.1f} MP in total, over {max_pixels / 1e6:.1f} MP"
+        )
+    meta = collect(im, raw, fmt)
+    params = _fidelity(im, raw, fmt, n_frames)
+    stats = _Stats()
+    timings = {"decode": 0.0, "infer": 0.0, "encode": 0.0}
+    frames: list[_Frame] = []
+    for index in range(n_frames):
+        _check(deadline)
+        t = time.perf_counter()
+        frame = _decode_frame(im, index, fmt, n_frames)
+        timings["decode"] += time.perf_counter() - t
+        t = time.perf_counter()
+        frame.image = _perturb_frame(frame.image, model, strength, deadline, stats, fmt)
+        timings["infer"] += time.perf_counter() - t
+        frames.append(frame)
+    _check(deadline)
+    t = time.perf_counter()
+    xmp_args = {
+        "model_id": model.id,
+        "model_version": model.version,
+        "strength": strength,
+        "date": provenance.marker_date(),
+        "ai_reservation": ai_reservation,
+    }
+    encoded = _encode_fitting(frames, fmt, meta, params, xmp_args, exact_length)
+    timings["encode"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - started
+    report = ProtectReport(
+        model_id=model.id,
+        strength=strength,
+        timings=timings,
+        psnr=stats.psnr,
+        frames=n_frames,
+        width=width,
+        height=height,
+        model_version=model.version,
+        fidelity=params,
+        metadata=tuple(meta.names()),
+    )
+    return Protected(data=encoded, format=fmt, mime=formats.MIME[fmt], report=report)
+
+
+def _check(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise ProtectTimeout("protecting the image exceeded its time limit")
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+
+def _fidelity(im: Image.Image, raw: bytes | None, fmt: str, n_frames: int) -> dict[str, Any]:
+    """Encoding parameters that make the output look like the input (reported, too)."""
+    params: dict[str, Any] = {"mode": im.mode}
+    if fmt == "JPEG":
+        if im.mode == "CMYK":
+            raise UnsupportedImage(
+                "CMYK JPEGs (print separations) are not supported",
+                "export the artwork as an RGB JPEG (the web shows RGB anyway)",
+            )
+        tables = getattr(im, "quantization", None) or {}
+        if tables:
+            params["qtables"] = {k: list(v) for k, v in tables.items()}
+            params["quality"] = formats.estimate_jpeg_quality(list(tables[min(tables)]))
+        else:
+            params["quality"] = 90
+        sampling = JpegImagePlugin.get_sampling(im) if im.mode == "RGB" else -1
+        if sampling in SUBSAMPLING_NAMES:
+            params["subsampling"] = SUBSAMPLING_NAMES[sampling]
+        params["progressive"] = bool(im.info.get("progressive") or im.info.get("progression"))
+    elif fmt == "PNG":
+        header = formats.png_header(raw) if raw else None
+        if header:
+            params["bit_depth"] = header[2]
+            params["colour_type"] = header[3]
+            if header[2] == 16 and header[3] in (2, 6):
+                raise UnsupportedImage(
+                    "16-bit colour PNGs are not supported yet (16-bit greyscale is)",
+                    "export the artwork as an 8-bit PNG",
+                )
+        params["animated"] = n_frames > 1
+        if n_frames > 1:
+            params["loop"] = int(im.info.get("loop", 0))
+    elif fmt == "WEBP":
+        params["lossless"] = formats.webp_is_lossless(raw) if raw else True
+        if not params["lossless"]:
+            params["quality"] = WEBP_LOSSY_QUALITY
+        params["animated"] = n_frames > 1
+        if n_frames > 1:
+            params["loop"] = int(im.info.get("loop", 0))
+            params["background"] = im.info.get("background")
+    elif fmt == "GIF":
+        params["animated"] = n_frames > 1
+        if "loop" in im.info:
+            params["loop"] = int(im.info["loop"])
+    return params
+
+
+def _decode_frame(im: Image.Image, index: int, fmt: str, n_frames: int) -> _Frame:
+    try:
+        if index:
+            im.seek(index)
+        im.load()
+        if n_frames == 1 and fmt != "GIF":
+            return _Frame(im)
+        if fmt == "GIF":
+            disposal = getattr(im, "disposal_method", 0)
+            rgba = im.convert("RGBA")
+            return _Frame(rgba, im.info.get("duration"), disposal)
+        # APNG and animated WebP: Pillow composites frames onto the canvas.
+        frame = im.convert("RGBA") if im.mode not in ("RGB", "RGBA") else im.copy()
+        return _Frame(frame, im.info.get("duration"), im.info.get("disposal"), im.info.get("blend"))
+    except ProtectError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"the image is too large to decode safely: {exc}") from None
+    except Exception as exc:
+        raise CorruptImage(f"the {fmt} image data cannot be decoded: {_why(exc)}") from None
+
+
+# --- perturbation per frame -----------------------------------------------------------------------
+
+
+def _perturb_frame(
+    im: Image.Image, model: Model, strength: float, deadline: float | None, stats: _Stats, fmt: str
+) -> Image.Image:
+    mode = im.mode
+    if mode in ("RGB", "RGBA", "L", "LA"):
+        arr = np.asarray(im)
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        colour = 1 if mode in ("L", "LA") else 3
+        pixels = arr[..., :colour]
+        out = _perturb_pixels(pixels, model, strength, deadline, stats, im.info, mode)
+        # alpha copied exactly: only colour is perturbed
+        result = out if colour == arr.shape[2] else np.concatenate([out, arr[..., colour:]], 2)
+        del arr, pixels
+        image = Image.fromarray(result[..., 0] if result.shape[2] == 1 else result, mode)
+    elif mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im)
+        if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
+            raise UnsupportedImage(f"{mode} images with values outside 0..65535 are not supported")
+        pixels = arr.astype(np.uint16)[..., None]
+        out = _perturb_pixels(pixels, model, strength, deadline, stats, im.info, mode)[..., 0]
+        image = Image.fromarray(out.astype(np.int32 if mode == "I" else arr.dtype))
+    elif mode == "P":
+        image = _perturb_palette(im, model, strength, deadline, stats)
+    elif mode == "1":
+        raise UnsupportedImage(
+            "1-bit black-and-white images cannot carry a perturbation",
+            "export the artwork as 8-bit greyscale or colour",
+        )
+    else:
+        raise UnsupportedImage(f"{fmt} images in colour mode {mode} are not supported")
+    image.info = dict(im.info)
+    return image
+
+
+def _perturb_pixels(
+    pixels: np.ndarray,
+    model: Model,
+    strength: float,
+    deadline: float | None,
+    stats: _Stats,
+    info: dict[str, Any],
+    mode: str,
+) -> np.ndarray:
+    peak = float(np.iinfo(pixels.dtype).max)
+
+    def on_rows(y0: int, y1: int, rows: np.ndarray) -> None:
+        stats.add(pixels[y0:y1], rows, peak)
+
+    out = model.perturb(pixels, strength, deadline=deadline)
+    key = info.get("transparency")
+    if key is not None and mode in ("L", "RGB", "I;16", "I;16B", "I;16L", "I"):
+        _keep_colour_key(pixels, out, key, peak)
+    on_rows(0, pixels.shape[0], out)
+    return out
+
+
+def _keep_colour_key(pixels: np.ndarray, out: np.ndarray, key: Any, peak: float) -> None:
+    """tRNS colour key: keyed pixels stay transparent, no other pixel may become the key."""
+    key_arr = np.asarray(key if isinstance(key, tuple) else (key,), dtype=np.int64)
+    if key_arr.size != pixels.shape[2]:
+        return
+    was = np.all(pixels == key_arr, axis=2)
+    now = np.all(out == key_arr, axis=2)
+    out[was] = pixels[was]
+    clash = now & ~was
+    if clash.any():
+        first = out[..., 0]
+        first[clash] = np.where(first[clash] < peak, first[clash] + 1, first[clash] - 1)
+
+
+def _perturb_palette(
+    im: Image.Image, model: Model, strength: float, deadline: float | None, stats: _Stats
+) -> Image.Image:
+    """Palette images keep their exact palette: perturbed colours snap to the nearest opaque
+    entry; pixels of (partly) transparent entries keep their index, so alpha is exact."""
+    index = np.asarray(im)
+    raw_palette = im.getpalette("RGB") or []
+    palette = np.asarray(raw_palette, dtype=np.uint8).reshape(-1, 3)
+    if palette.shape[0] == 0:
+        raise CorruptImage("the palette image has no palette")
+    alpha = np.full(palette.shape[0], 255, dtype=np.uint8)
+    transparency = im.info.get("transparency")
+    if isinstance(transparency, int) and transparency < len(alpha):
+        alpha[transparency] = 0
+    elif isinstance(transparency, bytes | bytearray):
+        alpha[: len(transparency)] = np.frombuffer(bytes(transparency)[: len(alpha)], np.uint8)
+    safe = np.minimum(index, palette.shape[0] - 1)
+    rgb = palette[safe]
+    out = model.perturb(rgb, strength, deadline=deadline)
+    opaque = np.flatnonzero(alpha == 255)
+    new_index = index.copy()
+    if opaque.size:
+        movable = alpha[safe] == 255
+        changed = movable & np.any(out != rgb, axis=2)
+        if changed.any():
+            colours = out[changed].astype(np.int32)
+            packed = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
+            unique, inverse = np.unique(packed, return_inverse=True)
+            ucol = np.stack([(unique >> 16) & 255, (unique >> 8) & 255, unique & 255], axis=1)
+            candidates = palette[opaque].astype(np.int32)
+            best = np.empty(len(unique), dtype=np.int64)
+            for s in range(0, len(unique), 4096):
+                d = ucol[s : s + 4096, None, :] - candidates[None, :, :]
+                best[s : s + 4096] = np.argmin(np.einsum("ijk,ijk->ij", d, d), axis=1)
+            new_index[changed] = opaque[best[inverse.ravel()]].astype(index.dtype)
+    stats.add(rgb, palette[np.minimum(new_index, palette.shape[0] - 1)], 255.0)
+    result = Image.fromarray(new_index.astype(np.uint8), "P")
+    result.putpalette(raw_palette, "RGB")
+    return result
+
+
+# --- encoding -------------------------------------------------------------------------------------
+
+
+def _encode_fitting(
+    frames: list[_Frame],
+    fmt: str,
+    meta: Metadata,
+    params: dict[str, Any],
+    xmp_args: dict[str, Any],
+    exact_length: int | None,
+) -> bytes:
+    data = _encode(frames, fmt, meta, params, xmp_args, padding=0, quality=None)
+    if exact_length is None:
+        return data
+    target = int(exact_length)
+    quality = None
+    if len(data) > target:
+        data, quality = _shrink(frames, fmt, meta, params, xmp_args, target)
+    missing = target - len(data)
+    if missing == 0:
+        return data
+    padded = _encode(frames, fmt, meta, params, xmp_args, padding=missing, quality=quality)
+    if len(padded) != target and fmt == "WEBP":
+        raise CannotFitLength(
+            f"a WebP file always has an even size; {target} bytes is impossible",
+            "the declared upload size is odd; protect the file before uploading instead",
+        )
+    if len(padded) != target:
+        raise CannotFitLength(f"padding produced {len(padded)} bytes instead of {target}")
+    return padded
+
+
+def _shrink(frames, fmt, meta, params, xmp_args, target) -> tuple[bytes, int | None]:
+    """Re-encode at lower quality until the file fits in `target` bytes."""
+    if fmt == "JPEG" or (fmt == "WEBP" and not params.get("lossless")):
+        start = int(params.get("quality", 90))
+        for quality in range(start - 2, 9, -2):
+            data = _encode(frames, fmt, meta, params, xmp_args, padding=0, quality=quality)
+            if len(data) <= target:
+                return data, quality
+    elif fmt == "PNG":
+        data = _encode(frames, fmt, meta, params, xmp_args, padding=0, quality=9)
+        if len(data) <= target:
+            return data, 9
+    raise CannotFitLength(
+        f"the protected {fmt} cannot be made as small as {target} bytes",
+        "the upload's declared size is smaller than any faithful protected version",
+    )
+
+
+def _encode(
+    frames: list[_Frame],
+    fmt: str,
+    meta: Metadata,
+    params: dict[str, Any],
+    xmp_args: dict[str, Any],
+    *,
+    padding: int,
+    quality: int | None,
+) -> bytes:
+    packet = provenance.build_xmp(meta.xmp, padding=padding, **xmp_args)
+    try:
+        if fmt == "JPEG":
+            return _encode_jpeg(frames[0].image, meta, params, packet, quality)
+        if fmt == "PNG":
+            return _encode_png(frames, meta, params, packet, quality)
+        if fmt == "WEBP":
+            return _encode_webp(frames, meta, params, packet, quality)
+        return _encode_gif(frames, meta, params, packet)
+    except ProtectError:
+        raise
+    except Exception as exc:
+        raise UnsupportedImage(f"the protected {fmt} cannot be written: {_why(exc)}") from None
+
+
+def _encode_jpeg(image, meta: Metadata, params, packet: bytes, quality: int | None) -> bytes:
+    kwargs: dict[str, Any] = {"optimize": False, "progressive": params.get("progressive", False)}
+    if quality is None and "qtables" in params:
+        kwargs["qtables"] = params["qtables"]  # the original tables: same quality, exactly
+    kwargs["quality"] = quality or params.get("quality", 90)
+    sampling = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}.get(params.get("subsampling", ""))
+    if sampling is not None:
+        kwargs["subsampling"] = sampling
+    _common(kwargs, meta)
+    if meta.comment:
+        kwargs["comment"] = meta.comment
+    # The JPEG APP1 segment limit: bulk padding goes into COM segments, the rest into the XMP.
+    limit = 65000
+    extra: list[bytes] = list(meta.jpeg_segments)
+    if len(packet) > limit:
+        overflow = len(packet) - limit + 8
+        packet = packet.replace(b" " * overflow + b"<?xpacket end", b"<?xpacket end", 1)
+        extra += formats.jpeg_comment_padding(overflow)
+    kwargs["xmp"] = packet
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **kwargs)
+    return formats.jpeg_insert_segments(buffer.getvalue(), extra)
+
+
+def _common(kwargs: dict[str, Any], meta: Metadata) -> None:
+    if meta.icc_profile:
+        kwargs["icc_profile"] = meta.icc_profile
+    if meta.exif:
+        kwargs["exif"] = meta.exif
+    if meta.dpi:
+        kwargs["dpi"] = meta.dpi
+
+
+def _encode_png(frames: list[_Frame], meta: Metadata, params, packet: bytes, level) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    for ctype, payload in meta.png_chunks:
+        info.add(ctype, payload)
+    kwargs: dict[str, Any] = {"pnginfo": info, "optimize": False, "compress_level": level or 6}
+    _common(kwargs, meta)
+    first = frames[0].image
+    if first.mode in ("P", "L", "RGB", "I", "I;16", "I;16B") and "transparency" in first.info:
+        kwargs["transparency"] = first.info["transparency"]
+    if len(frames) > 1:
+        kwargs.update(
+            save_all=True,
+            append_images=[f.image for f in frames[1:]],
+            duration=[f.duration or 0 for f in frames],
+            loop=params.get("loop", 0),
+            disposal=0,  # frames are written composited: each replaces the whole canvas
+            blend=0,
+            default_image=False,
+        )
+    buffer = io.BytesIO()
+    first.save(buffer, "PNG", **kwargs)
+    return formats.png_insert_before_idat(buffer.getvalue(), formats.png_xmp_chunk(packet))
+
+
+def _encode_webp(frames: list[_Frame], meta: Metadata, params, packet: bytes, quality) -> bytes:
+    lossless = bool(params.get("lossless"))
+    kwargs: dict[str, Any] = {"lossless": lossless, "method": 4, "exact": True, "xmp": packet}
+    kwargs["quality"] = 80 if lossless else (quality or params.get("quality", 90))
+    if not lossless:
+        kwargs["alpha_quality"] = 100
+    _common(kwargs, meta)
+    kwargs.pop("dpi", None)
+    if len(frames) > 1:
+        kwargs.update(
+            save_all=True,
+            append_images=[f.image for f in frames[1:]],
+            duration=[int(f.duration or 0) for f in frames],
+            loop=params.get("loop", 0),
+            minimize_size=False,
+            allow_mixed=False,
+        )
+        if isinstance(params.get("background"), tuple):
+            kwargs["background"] = params["background"]
+    buffer = io.BytesIO()
+    frames[0].image.save(buffer, "WEBP", **kwargs)
+    return buffer.getvalue()
+
+
+def _encode_gif(frames: list[_Frame], meta: Metadata, params, packet: bytes) -> bytes:
+    kwargs: dict[str, Any] = {"optimize": False}
+    if meta.comment:
+        kwargs["comment"] = meta.comment
+    if "loop" in params:
+        kwargs["loop"] = params["loop"]
+    images = [f.image for f in frames]
+    if len(frames) > 1:
+        kwargs.update(
+            save_all=True,
+            append_images=images[1:],
+            duration=[int(f.duration or 0) for f in frames],
+            disposal=[int(f.disposal or 0) for f in frames],
+        )
+    elif frames[0].duration:
+        kwargs["duration"] = int(frames[0].duration)
+    buffer = io.BytesIO()
+    images[0].save(buffer, "GIF", **kwargs)
+    data = formats.gif_strip_xmp(buffer.getvalue())
+    return formats.gif_insert_extension(data, formats.gif_xmp_extension(packet))
+
+
+# Pillow must not silently accept truncated files.
+ImageFile.LOAD_TRUNCATED_IMAGES = False

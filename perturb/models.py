@@ -1,0 +1,393 @@
+"""Protection models: model card, sha256 check, one onnxruntime session per model, tiling.
+
+A model is `<id>.onnx` with its card `<id>.json` next to it (docs/architecture.md). The engine asks
+a `Model` to perturb an image array; this module pads to the card's size multiple and, for large
+images, tiles with overlap (linear blending of the perturbation) or infers at a capped working
+resolution and upsamples the perturbation — whichever the card declares. Work is done per tile or
+per strip of rows so a 50 MP image never exists as one float array.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perturb.errors import InvalidStrength, ModelUnavailable, ProtectTimeout
+
+# The shipped model's id; set (one line) when the trained model lands in onnx_models/.
+DEFAULT_MODEL: str | None = None
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "onnx_models"
+PRESET_NAMES = ("low", "default", "high")
+# Rec. 601 luma weights: greyscale images receive the luminance of the colour perturbation.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def models_dir() -> Path:
+    """Where model ids are looked up: `SFUMATO_MODELS_DIR`, else `onnx_models/` of the checkout."""
+    return Path(os.environ.get("SFUMATO_MODELS_DIR") or MODELS_DIR)
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process (hyper-threads slow ONNX inference down)."""
+    try:
+        logical = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS/Windows
+        logical = os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    try:
+        physical = core = ""
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("physical id"):
+                physical = line.split(":", 1)[1].strip()
+            elif line.startswith("core id"):
+                core = line.split(":", 1)[1].strip()
+                cores.add((physical, core))
+    except OSError:
+        pass
+    return max(1, min(logical, len(cores) or logical))
+
+
+def inference_threads() -> int:
+    """Intra-op threads: `SFUMATO_THREADS`, else physical cores capped at 8."""
+    env = os.environ.get("SFUMATO_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ModelUnavailable(
+                f"SFUMATO_THREADS={env!r} is not a number", "set it to a thread count such as 4"
+            ) from None
+    return min(8, physical_cores())
+
+
+@dataclass(frozen=True)
+class LargeImages:
+    """How the card wants big images handled: tiles (`tile`, `overlap`) or `max_side`."""
+
+    mode: str = "tile"
+    tile: int = 1024
+    overlap: int = 64
+    max_side: int = 1024
+
+
+@dataclass
+class Model:
+    """A loaded model: its card, and the onnxruntime session (shared, thread-safe `run`)."""
+
+    id: str
+    version: str
+    path: Path
+    card: dict[str, Any]
+    size_multiple: int
+    large_images: LargeImages
+    presets: dict[str, float]
+    session: Any = field(repr=False)
+
+    def resolve_strength(self, strength: str | float | int) -> float:
+        """Map a preset name through the card's presets; validate numbers."""
+        if isinstance(strength, str):
+            key = strength.strip().lower()
+            if key in self.presets:
+                return float(self.presets[key])
+            try:
+                value = float(key)
+            except ValueError:
+                raise InvalidStrength(f"unknown strength {strength!r}") from None
+        elif isinstance(strength, bool) or not isinstance(strength, int | float):
+            raise InvalidStrength(f"strength must be a preset name or a number, not {strength!r}")
+        else:
+            value = float(strength)
+        if not math.isfinite(value) or value < 0:
+            raise InvalidStrength(f"strength {strength!r} is not a non-negative finite number")
+        return value
+
+    def infer(self, rgb: np.ndarray, strength: float) -> np.ndarray:
+        """Run the model on one float32 H×W×3 array in [0, 1]; returns the perturbation delta.
+
+        Pads (reflect) to the size multiple and crops back.
+        """
+        h, w = rgb.shape[:2]
+        m = self.size_multiple
+        ph, pw = (-h) % m, (-w) % m
+        x = rgb
+        if ph or pw:
+            mode = "reflect" if h > ph and w > pw else "edge"
+            x = np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode=mode)
+        batch = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+        out = self.session.run(
+            ["protected"], {"image": batch, "strength": np.asarray(strength, dtype=np.float32)}
+        )[0]
+        if out.shape != batch.shape:
+            raise ModelUnavailable(
+                f"model {self.path} returned shape {out.shape} for input {batch.shape}",
+                "the model does not follow the contract (same N×3×H×W out as in)",
+            )
+        delta = out[0, :, :h, :w].transpose(1, 2, 0)
+        return np.nan_to_num(delta - rgb, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def perturb(
+        self,
+        pixels: np.ndarray,
+        strength: float,
+        *,
+        deadline: float | None = None,
+        on_rows: Callable[[int, int, np.ndarray], None] | None = None,
+    ) -> np.ndarray:
+        """Perturb an H×W×C (C = 1 or 3) uint8/uint16 array; returns a new array of that dtype.
+
+        Greyscale (C = 1) is fed to the model as RGB and receives the luminance of the delta.
+        `deadline` (time.monotonic) is checked between tiles; `on_rows(y0, y1, out_rows)` is
+        called as rows are finished (the engine accumulates PSNR there).
+        """
+        h, w, c = pixels.shape
+        out = np.empty_like(pixels)
+        maxval = float(np.iinfo(pixels.dtype).max)
+        if strength == 0 or h == 0 or w == 0:
+            out[...] = pixels
+            if on_rows:
+                on_rows(0, h, out)
+            return out
+
+        def finish(y0: int, y1: int, delta: np.ndarray) -> None:
+            if c == 1:
+                delta = (delta @ LUMA)[..., None]
+            src = pixels[y0:y1].astype(np.float32)
+            src += delta * maxval
+            np.rint(src, out=src)
+            np.clip(src, 0, maxval, out=src)
+            out[y0:y1] = src.astype(pixels.dtype)
+            if on_rows:
+                on_rows(y0, y1, out[y0:y1])
+
+        def tile_input(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+            t = pixels[y0:y1, x0:x1].astype(np.float32)
+            t *= 1.0 / maxval
+            return np.repeat(t, 3, axis=2) if c == 1 else t
+
+        def check_time() -> None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise ProtectTimeout("protecting the image exceeded its time limit")
+
+        li = self.large_images
+        if li.mode == "working_resolution" and max(h, w) > li.max_side:
+            self._perturb_working_resolution(pixels, strength, tile_input, finish, check_time)
+        else:
+            tile = h * w if li.mode != "tile" else li.tile
+            self._perturb_tiled(h, w, tile, li.overlap, strength, tile_input, finish, check_time)
+        return out
+
+    def _perturb_tiled(self, h, w, tile, overlap, strength, tile_input, finish, check_time) -> None:
+        m = self.size_multiple
+        tile = max(m, tile - tile % m)
+        overlap = min(overlap, tile // 2)
+        step = max(m, (tile - overlap) // m * m)
+        if 2 * step < tile:  # at most two tiles may overlap, or the ramps stop summing to 1
+            step = -(-tile // (2 * m)) * m
+        ys = _spans(h, tile, step)
+        xs = _spans(w, tile, step)
+        carry: np.ndarray | None = None  # accumulated delta of rows shared with the next strip
+        for i, (y0, y1) in enumerate(ys):
+            acc = np.zeros((y1 - y0, w, 3), dtype=np.float32)
+            if carry is not None:
+                acc[: carry.shape[0]] += carry
+            wy = _ramp(ys, i)
+            for j, (x0, x1) in enumerate(xs):
+                check_time()
+                delta = self.infer(tile_input(y0, y1, x0, x1), strength)
+                weight = wy[:, None] * _ramp(xs, j)[None, :]
+                acc[:, x0:x1] += delta * weight[..., None]
+            done = ys[i + 1][0] if i + 1 < len(ys) else y1
+            finish(y0, done, acc[: done - y0])
+            carry = acc[done - y0 :] if done < y1 else None
+
+    def _perturb_working_resolution(self, pixels, strength, tile_input, finish, check_time):
+        from PIL import Image
+
+        h, w = pixels.shape[:2]
+        scale = self.large_images.max_side / max(h, w)
+        sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+        small = np.empty((sh, sw, 3), dtype=np.float32)
+        full = tile_input(0, h, 0, w)  # one float copy is unavoidable for a faithful downscale
+        for ch in range(3):
+            plane = Image.fromarray(np.ascontiguousarray(full[..., ch]), mode="F")
+            small[..., ch] = np.asarray(plane.resize((sw, sh), Image.Resampling.BOX))
+        del full
+        check_time()
+        delta_small = self.infer(small, strength)
+        planes = [Image.fromarray(np.ascontiguousarray(delta_small[..., ch]), mode="F")
+                  for ch in range(3)]
+        strip = 512
+        for y0 in range(0, h, strip):
+            y1 = min(h, y0 + strip)
+            box = (0.0, y0 * sh / h, float(sw), y1 * sh / h)
+            rows = np.stack(
+                [np.asarray(p.resize((w, y1 - y0), Image.Resampling.BILINEAR, box=box))
+                 for p in planes],
+                axis=2,
+            )
+            finish(y0, y1, rows)
+
+
+def _spans(n: int, tile: int, step: int) -> list[tuple[int, int]]:
+    """Tile spans along one axis: origins on multiples of `step`, the last clipped to n."""
+    spans = []
+    start = 0
+    while True:
+        end = min(n, start + tile)
+        spans.append((start, end))
+        if end >= n:
+            return spans
+        start += step
+
+
+def _ramp(spans: list[tuple[int, int]], i: int) -> np.ndarray:
+    """Blend weights of span i: linear ramps over the overlaps, summing to 1 with neighbours."""
+    y0, y1 = spans[i]
+    weight = np.ones(y1 - y0, dtype=np.float32)
+    if i > 0:
+        n = spans[i - 1][1] - y0
+        if n > 0:
+            weight[:n] = (np.arange(n, dtype=np.float32) + 0.5) / n
+    if i + 1 < len(spans):
+        n = y1 - spans[i + 1][0]
+        if n > 0:
+            weight[-n:] = 1.0 - (np.arange(n, dtype=np.float32) + 0.5) / n
+    return weight
+
+
+_cache: dict[tuple[str, int, int], Model] = {}
+_cache_lock = threading.Lock()
+
+
+def resolve_model_path(spec: str | os.PathLike[str] | None) -> Path:
+    """None → `SFUMATO_MODEL` → `DEFAULT_MODEL`; an id is looked up in `models_dir()`."""
+    if spec is None or spec == "":
+        spec = os.environ.get("SFUMATO_MODEL") or DEFAULT_MODEL
+    if spec is None or spec == "":
+        raise ModelUnavailable(
+            "no protection model is configured",
+            f"the trained model is not installed in {models_dir()}; pass --model ID|PATH "
+            "or set SFUMATO_MODEL",
+        )
+    text = os.fspath(spec)
+    if text.endswith(".onnx") or os.sep in text or "/" in text:
+        return Path(text).expanduser()
+    return models_dir() / f"{text}.onnx"
+
+
+def load_model(spec: Model | str | os.PathLike[str] | None = None) -> Model:
+    """Load (once per process and file version) the model named by `spec`."""
+    if isinstance(spec, Model):
+        return spec
+    path = resolve_model_path(spec).resolve()
+    try:
+        stat = path.stat()
+    except OSError:
+        raise ModelUnavailable(
+            f"model file {path} does not exist",
+            f"check the id or path; available ids: {', '.join(available_models()) or 'none'}",
+        ) from None
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    with _cache_lock:
+        model = _cache.get(key)
+        if model is None:
+            model = _load(path)
+            _cache[key] = model
+        return model
+
+
+def available_models() -> list[str]:
+    """Ids of the models (cards) in `models_dir()`."""
+    try:
+        return sorted(p.stem for p in models_dir().glob("*.json"))
+    except OSError:
+        return []
+
+
+def _load(path: Path) -> Model:
+    card_path = path.with_suffix(".json")
+    try:
+        card = json.loads(card_path.read_text())
+    except FileNotFoundError:
+        raise ModelUnavailable(
+            f"model card {card_path} is missing",
+            "every model needs its card <id>.json next to <id>.onnx (see docs/architecture.md)",
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(
+            f"model card {card_path} is unreadable: {exc}", "restore the card from the release"
+        ) from None
+    if not isinstance(card, dict):
+        raise ModelUnavailable(f"model card {card_path} is not a JSON object", "restore the card")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if str(card.get("sha256", "")).lower() != digest:
+        raise ModelUnavailable(
+            f"model file {path} does not match the sha256 in its card {card_path.name}",
+            "the file is corrupt or was replaced; download or rebuild the model and its card",
+        )
+    contract = card.get("contract") or {}
+    try:
+        size_multiple = int(contract.get("size_multiple", 1))
+        li = contract.get("large_images") or {"mode": "tile", "tile": 1024, "overlap": 64}
+        large = LargeImages(
+            mode=str(li.get("mode", "tile")),
+            tile=int(li.get("tile", 1024)),
+            overlap=int(li.get("overlap", 64)),
+            max_side=int(li.get("max_side", 1024)),
+        )
+        presets = {k: float(v) for k, v in (card.get("presets") or {}).items()}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ModelUnavailable(f"model card {card_path} has an invalid contract: {exc}") from None
+    if size_multiple < 1 or large.mode not in ("tile", "working_resolution") or large.tile < 16:
+        raise ModelUnavailable(f"model card {card_path} has an invalid contract: {contract}")
+    presets = {"low": 0.5, "default": 1.0, "high": 1.6} | presets
+    session = _session(path, data)
+    return Model(
+        id=str(card.get("id") or path.stem),
+        version=str(card.get("version", "")),
+        path=path,
+        card=card,
+        size_multiple=size_multiple,
+        large_images=large,
+        presets=presets,
+        session=session,
+    )
+
+
+def _session(path: Path, data: bytes) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = inference_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelUnavailable(
+            f"model file {path} cannot be loaded by onnxruntime: {str(exc)[:200]}",
+            "the file is corrupt or not an ONNX model; download or rebuild it",
+        ) from None
+    inputs = {i.name for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if not {"image", "strength"} <= inputs or "protected" not in outputs:
+        raise ModelUnavailable(
+            f"model {path} does not follow the contract (inputs {sorted(inputs)}, "
+            f"outputs {sorted(outputs)})",
+            "a protection model takes `image` and `strength` and returns `protected`",
+        )
+    return session
