@@ -50,6 +50,7 @@ class ProtectReport:
     model_version: str = ""
     fidelity: dict[str, Any] = field(default_factory=dict)
     metadata: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,12 @@ def _protect_opened(
     encoded = _encode_fitting(frames, fmt, meta, params, xmp_args, exact_length)
     timings["encode"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
+    notes = []
+    if strength > 0 and stats.psnr == math.inf:
+        notes.append(
+            "no pixel changed: the image's palette (or flat, clipped colours) cannot hold a "
+            "perturbation this small; only the provenance marker was added"
+        )
     report = ProtectReport(
         model_id=model.id,
         strength=strength,
@@ -221,6 +228,7 @@ def _protect_opened(
         model_version=model.version,
         fidelity=params,
         metadata=tuple(meta.names()),
+        notes=tuple(notes),
     )
     return Protected(data=encoded, format=fmt, mime=formats.MIME[fmt], report=report)
 
@@ -318,6 +326,9 @@ def _perturb_frame(
         out = _perturb_pixels(pixels, model, strength, deadline, stats, im.info, mode)
         # alpha copied exactly: only colour is perturbed
         result = out if colour == arr.shape[2] else np.concatenate([out, arr[..., colour:]], 2)
+        if fmt == "GIF" and mode == "RGBA":
+            result = _snap_to_own_colours(arr, result)
+        stats.add(arr[..., :colour], result[..., :colour], 255.0)
         del arr, pixels
         image = Image.fromarray(result[..., 0] if result.shape[2] == 1 else result, mode)
     elif mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -326,6 +337,7 @@ def _perturb_frame(
             raise UnsupportedImage(f"{mode} images with values outside 0..65535 are not supported")
         pixels = arr.astype(np.uint16)[..., None]
         out = _perturb_pixels(pixels, model, strength, deadline, stats, im.info, mode)[..., 0]
+        stats.add(pixels[..., 0], out, 65535.0)
         image = Image.fromarray(out.astype(np.int32 if mode == "I" else arr.dtype))
     elif mode == "P":
         image = _perturb_palette(im, model, strength, deadline, stats)
@@ -350,15 +362,10 @@ def _perturb_pixels(
     mode: str,
 ) -> np.ndarray:
     peak = float(np.iinfo(pixels.dtype).max)
-
-    def on_rows(y0: int, y1: int, rows: np.ndarray) -> None:
-        stats.add(pixels[y0:y1], rows, peak)
-
     out = model.perturb(pixels, strength, deadline=deadline)
     key = info.get("transparency")
     if key is not None and mode in ("L", "RGB", "I;16", "I;16B", "I;16L", "I"):
         _keep_colour_key(pixels, out, key, peak)
-    on_rows(0, pixels.shape[0], out)
     return out
 
 
@@ -398,23 +405,43 @@ def _perturb_palette(
     opaque = np.flatnonzero(alpha == 255)
     new_index = index.copy()
     if opaque.size:
-        movable = alpha[safe] == 255
-        changed = movable & np.any(out != rgb, axis=2)
+        changed = (alpha[safe] == 255) & np.any(out != rgb, axis=2)
         if changed.any():
-            colours = out[changed].astype(np.int32)
-            packed = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
-            unique, inverse = np.unique(packed, return_inverse=True)
-            ucol = np.stack([(unique >> 16) & 255, (unique >> 8) & 255, unique & 255], axis=1)
-            candidates = palette[opaque].astype(np.int32)
-            best = np.empty(len(unique), dtype=np.int64)
-            for s in range(0, len(unique), 4096):
-                d = ucol[s : s + 4096, None, :] - candidates[None, :, :]
-                best[s : s + 4096] = np.argmin(np.einsum("ijk,ijk->ij", d, d), axis=1)
-            new_index[changed] = opaque[best[inverse.ravel()]].astype(index.dtype)
+            best = _nearest(out[changed], palette[opaque])
+            new_index[changed] = opaque[best].astype(index.dtype)
     stats.add(rgb, palette[np.minimum(new_index, palette.shape[0] - 1)], 255.0)
     result = Image.fromarray(new_index.astype(np.uint8), "P")
     result.putpalette(raw_palette, "RGB")
     return result
+
+
+def _nearest(colours: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Index of the nearest candidate (squared RGB distance) for each colour; one search per
+    distinct colour, so it stays cheap even for large images."""
+    colours = colours.astype(np.int32)
+    packed = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
+    unique, inverse = np.unique(packed, return_inverse=True)
+    ucol = np.stack([(unique >> 16) & 255, (unique >> 8) & 255, unique & 255], axis=1)
+    cand = candidates.astype(np.int32)
+    best = np.empty(len(unique), dtype=np.int64)
+    for s in range(0, len(unique), 2048):
+        d = ucol[s : s + 2048, None, :] - cand[None, :, :]
+        best[s : s + 2048] = np.argmin(np.einsum("ijk,ijk->ij", d, d), axis=1)
+    return best[inverse.ravel()]
+
+
+def _snap_to_own_colours(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """GIF frames hold at most 256 colours: snap perturbed RGBA pixels to the colours the
+    original frame already used (when it used ≤ 256), so re-quantisation changes nothing else."""
+    opaque = before[..., 3] > 0
+    colours = np.unique(before[opaque][:, :3], axis=0)
+    if not 0 < len(colours) <= 256:
+        return after
+    changed = opaque & np.any(after[..., :3] != before[..., :3], axis=2)
+    if changed.any():
+        after = after.copy()
+        after[..., :3][changed] = colours[_nearest(after[..., :3][changed], colours)]
+    return after
 
 
 # --- encoding -------------------------------------------------------------------------------------
@@ -495,8 +522,10 @@ def _encode(
 def _encode_jpeg(image, meta: Metadata, params, packet: bytes, quality: int | None) -> bytes:
     kwargs: dict[str, Any] = {"optimize": False, "progressive": params.get("progressive", False)}
     if quality is None and "qtables" in params:
-        kwargs["qtables"] = params["qtables"]  # the original tables: same quality, exactly
-    kwargs["quality"] = quality or params.get("quality", 90)
+        # The original tables: same quality, exactly (a `quality` would rescale them).
+        kwargs["qtables"] = params["qtables"]
+    else:
+        kwargs["quality"] = quality or params.get("quality", 90)
     sampling = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}.get(params.get("subsampling", ""))
     if sampling is not None:
         kwargs["subsampling"] = sampling
@@ -540,7 +569,9 @@ def _encode_png(frames: list[_Frame], meta: Metadata, params, packet: bytes, lev
             append_images=[f.image for f in frames[1:]],
             duration=[f.duration or 0 for f in frames],
             loop=params.get("loop", 0),
-            disposal=0,  # frames are written composited: each replaces the whole canvas
+            # Frames are composited canvases: the original disposal is kept, and each frame is
+            # blended as "source" so its pixels (alpha included) replace the canvas exactly.
+            disposal=[int(f.disposal or 0) for f in frames],
             blend=0,
             default_image=False,
         )
@@ -573,13 +604,40 @@ def _encode_webp(frames: list[_Frame], meta: Metadata, params, packet: bytes, qu
     return buffer.getvalue()
 
 
+def _gif_palette_frame(image: Image.Image) -> Image.Image:
+    """An RGBA frame as a P image with an exact palette (its own colours, plus one transparent
+    entry), so GIF encoding adds no quantisation error; Pillow's quantiser only when the frame
+    has more colours than a GIF palette holds."""
+    rgba = np.asarray(image.convert("RGBA"))
+    opaque = rgba[..., 3] > 0
+    colours = rgba[..., :3].astype(np.int32)
+    packed = (colours[..., 0] << 16) | (colours[..., 1] << 8) | colours[..., 2]
+    unique, inverse = np.unique(packed[opaque], return_inverse=True)
+    transparent = not opaque.all()
+    if len(unique) + transparent > 256:
+        return image.convert("RGBA").quantize(256, method=Image.Quantize.FASTOCTREE, dither=0)
+    index = np.zeros(rgba.shape[:2], dtype=np.uint8)
+    index[opaque] = inverse.ravel()
+    palette = np.stack([(unique >> 16) & 255, (unique >> 8) & 255, unique & 255], axis=1)
+    if transparent:
+        index[~opaque] = len(unique)
+        palette = np.vstack([palette, [[0, 0, 0]]])
+    result = Image.fromarray(index, "P")
+    result.putpalette(palette.astype(np.uint8).tobytes(), "RGB")
+    if transparent:
+        result.info["transparency"] = len(unique)
+    return result
+
+
 def _encode_gif(frames: list[_Frame], meta: Metadata, params, packet: bytes) -> bytes:
     kwargs: dict[str, Any] = {"optimize": False}
     if meta.comment:
         kwargs["comment"] = meta.comment
     if "loop" in params:
         kwargs["loop"] = params["loop"]
-    images = [f.image for f in frames]
+    images = [_gif_palette_frame(f.image) for f in frames]
+    if "transparency" in images[0].info:
+        kwargs["transparency"] = images[0].info["transparency"]
     if len(frames) > 1:
         kwargs.update(
             save_all=True,
