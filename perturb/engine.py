@@ -145,6 +145,8 @@ def _open(data: Any) -> tuple[bytes | None, Image.Image, str]:
         im = Image.open(io.BytesIO(raw), formats=[fmt])
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"the image is too large to decode safely: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise CorruptImage(f"the {fmt} file's header is damaged or incomplete") from None
     except Exception as exc:  # Pillow raises many types for malformed headers
         raise CorruptImage(f"the {fmt} file cannot be read: {_why(exc)}") from None
     return raw, im, fmt

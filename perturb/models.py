@@ -125,9 +125,15 @@ class Model:
             mode = "reflect" if h > ph and w > pw else "edge"
             x = np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode=mode)
         batch = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
-        out = self.session.run(
-            ["protected"], {"image": batch, "strength": np.asarray(strength, dtype=np.float32)}
-        )[0]
+        try:
+            out = self.session.run(
+                ["protected"], {"image": batch, "strength": np.asarray(strength, dtype=np.float32)}
+            )[0]
+        except Exception as exc:  # onnxruntime's own exception types
+            raise ModelUnavailable(
+                f"model {self.path} failed while running on a {w}×{h} image: {str(exc)[:200]}",
+                "the model file is broken or does not follow the contract; reinstall it",
+            ) from None
         if out.shape != batch.shape:
             raise ModelUnavailable(
                 f"model {self.path} returned shape {out.shape} for input {batch.shape}",
