@@ -240,7 +240,8 @@ class Sfumato:
 
     async def _in_pool(self, profile: SiteProfile, fn: Callable[..., Rewrite], *args) -> Rewrite:
         """Run `fn(*args, protector)` in the worker pool under the per-upload deadline."""
-        assert self.pool is not None, "configure() creates the pool"
+        if self.pool is None:
+            self.pool = WorkerPool(ctx.options.sfumato_workers)
         timeout = float(ctx.options.sfumato_timeout)
         protector = ImageProtector(
             strength=self.site_strengths.get(profile.id, self.strength),

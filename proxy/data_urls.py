@@ -24,7 +24,7 @@ class DataUrlError(ValueError):
 
 # data:image/png;base64,....  (parameters such as ;name=x.png allowed before ;base64)
 _TEXT_RE = re.compile(
-    rb"data:(image/[A-Za-z0-9.+-]+)((?:;[A-Za-z0-9!#$&+.^_`|~=-]+)*);base64,"
+    rb"data:(image(?:/|\\/)[A-Za-z0-9.+-]+)((?:;[A-Za-z0-9!#$&+.^_`|~=-]+)*);base64,"
     rb"((?:[A-Za-z0-9+=]|\\?/)*)"
 )
 _FORM_PREFIX_RE = re.compile(r"^data:(image/[A-Za-z0-9.+-]+)((?:;[^;,]+)*);base64,(.*)$", re.S)
@@ -51,7 +51,8 @@ def _rewrite_text(body: bytes, transform: Transform, json_escapes: bool) -> tupl
         raw = payload.replace(b"\\/", b"/") if json_escapes else payload
         if b"\\" in raw:
             continue
-        new = base64.b64encode(transform(_decode(raw), match.group(1).decode("ascii")))
+        mime = match.group(1).decode("ascii").replace("\\/", "/")
+        new = base64.b64encode(transform(_decode(raw), mime))
         if escaped:
             new = new.replace(b"/", b"\\/")
         out.append(body[last : match.start(3)])

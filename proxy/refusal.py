@@ -66,7 +66,11 @@ def refusal_from_engine_error(err: BaseException) -> Refusal:
     code = ENGINE_ERROR_CODES.get(type(err).__name__)
     message = getattr(err, "message", None) or str(err) or type(err).__name__
     hint = getattr(err, "hint", None) or ""
-    if code is None:
+    if code is None and type(err).__module__.startswith("onnxruntime"):
+        code = "model-error"
+        message = f"the protection model failed: {message}"
+        hint = "retry; if it keeps failing, reinstall the model or " + PROTECT_FIRST
+    elif code is None:
         code = "engine-error"
         message = f"the protection engine failed: {message}"
         hint = hint or "retry; if it keeps failing, " + PROTECT_FIRST

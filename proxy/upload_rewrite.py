@@ -92,6 +92,7 @@ class _Tally:
 
     def finish(self, rewrite: Rewrite, *, report_empty: bool) -> Rewrite:
         if not self.results:
+            rewrite.body = None  # nothing to protect: forward the original bytes
             if report_empty:
                 rewrite.outcome = "passed"
                 rewrite.reason = "the request carried no image"

@@ -1,0 +1,84 @@
+"""Fixtures for the proxy tests: tiny models (working, failing, slow) and test images."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from tests.support.tiny_model import build_tiny_model
+
+
+def image_bytes(width: int, height: int, fmt: str = "JPEG", seed: int = 0) -> bytes:
+    """A noisy test image (noise makes every protected pixel change show)."""
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    noise = rng.normal(0, 20, (height, width, 3)).astype(np.float32)
+    pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+def build_slow_model(directory: Path, kernel: int = 61) -> Path:
+    """A contract-conforming model whose inference takes seconds (timeout fault injection):
+    a large, useless convolution whose result is multiplied by zero."""
+    onnx_path = build_tiny_model(directory, model_id="slow-test")
+    weights = numpy_helper.from_array(np.full((3, 3, kernel, kernel), 1e-4, dtype=np.float32), "w")
+    pad = kernel // 2
+    nodes = [
+        helper.make_node("Conv", ["image", "w"], ["c1"], pads=[pad] * 4),
+        helper.make_node("Conv", ["c1", "w"], ["c2"], pads=[pad] * 4),
+        helper.make_node("Mul", ["c2", "strength"], ["c3"]),
+        helper.make_node("Sub", ["c3", "c3"], ["zero"]),
+        helper.make_node("Add", ["image", "zero"], ["protected"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"]),
+            helper.make_tensor_value_info("strength", TensorProto.FLOAT, []),
+        ],
+        [helper.make_tensor_value_info("protected", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        initializer=[weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx_path.write_bytes(model.SerializeToString())
+    card_path = onnx_path.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card["sha256"] = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    card_path.write_text(json.dumps(card))
+    return onnx_path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def failing_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("failing"), model_id="failing", fail=True)
+
+
+@pytest.fixture(scope="session")
+def slow_model(tmp_path_factory) -> Path:
+    return build_slow_model(tmp_path_factory.mktemp("slow"))
+
+
+@pytest.fixture(scope="session")
+def jpeg() -> bytes:
+    return image_bytes(320, 240, "JPEG", seed=1)
+
+
+@pytest.fixture(scope="session")
+def png() -> bytes:
+    return image_bytes(200, 160, "PNG", seed=2)
