@@ -606,28 +606,27 @@ def _encode_webp(frames: list[_Frame], meta: Metadata, params, packet: bytes, qu
     return buffer.getvalue()
 
 
-def _gif_palette_frame(image: Image.Image) -> Image.Image:
-    """An RGBA frame as a P image with an exact palette (its own colours, plus one transparent
-    entry), so GIF encoding adds no quantisation error; Pillow's quantiser only when the frame
-    has more colours than a GIF palette holds."""
+def _gif_palette_frame(image: Image.Image, transparent_slot: bool) -> Image.Image:
+    """An RGBA frame as a P image with an exact palette (its own colours), so GIF encoding adds
+    no quantisation error; Pillow's quantiser only when the frame has more colours than a GIF
+    palette holds. With `transparent_slot`, index 0 is the transparent entry in every frame
+    (Pillow writes one transparency index for the whole animation)."""
     rgba = np.asarray(image.convert("RGBA"))
     opaque = rgba[..., 3] > 0
     colours = rgba[..., :3].astype(np.int32)
     packed = (colours[..., 0] << 16) | (colours[..., 1] << 8) | colours[..., 2]
     unique, inverse = np.unique(packed[opaque], return_inverse=True)
-    transparent = not opaque.all()
-    if len(unique) + transparent > 256:
+    if len(unique) + transparent_slot > 256:
         return image.convert("RGBA").quantize(256, method=Image.Quantize.FASTOCTREE, dither=0)
     index = np.zeros(rgba.shape[:2], dtype=np.uint8)
-    index[opaque] = inverse.ravel()
+    index[opaque] = inverse.ravel() + int(transparent_slot)
     palette = np.stack([(unique >> 16) & 255, (unique >> 8) & 255, unique & 255], axis=1)
-    if transparent:
-        index[~opaque] = len(unique)
-        palette = np.vstack([palette, [[0, 0, 0]]])
+    if transparent_slot:
+        palette = np.vstack([[[0, 0, 0]], palette])
     result = Image.fromarray(index, "P")
     result.putpalette(palette.astype(np.uint8).tobytes(), "RGB")
-    if transparent:
-        result.info["transparency"] = len(unique)
+    if transparent_slot:
+        result.info["transparency"] = 0
     return result
 
 
@@ -637,7 +636,8 @@ def _encode_gif(frames: list[_Frame], meta: Metadata, params, packet: bytes) -> 
         kwargs["comment"] = meta.comment
     if "loop" in params:
         kwargs["loop"] = params["loop"]
-    images = [_gif_palette_frame(f.image) for f in frames]
+    transparent = any(f.image.mode == "RGBA" and f.image.getextrema()[3][0] == 0 for f in frames)
+    images = [_gif_palette_frame(f.image, transparent) for f in frames]
     if "transparency" in images[0].info:
         kwargs["transparency"] = images[0].info["transparency"]
     if len(frames) > 1:
