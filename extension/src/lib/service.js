@@ -48,6 +48,7 @@ export class Service {
     this.router = new Router(ext);
     this.fastTimer = null;
     this.refreshing = null;
+    this.queued = null;
     this.route = createRouter(this.handlers());
     this.ready = this.load();
   }
@@ -104,13 +105,23 @@ export class Service {
     else await this.noteConnection({ type: "http", status: err.status, detail: err.message });
   }
 
-  /** Poll the backend once (status, sites, activity); concurrent calls share one poll. */
+  /**
+   * Poll the backend (status, sites, activity). A call during a poll queues one more poll after
+   * it (never more), so a caller always sees the backend's state from after its call.
+   */
   refresh() {
-    if (!this.refreshing) {
-      this.refreshing = this.poll().finally(() => {
-        this.refreshing = null;
-      });
+    if (this.refreshing) {
+      if (!this.queued) {
+        this.queued = this.refreshing.then(() => {
+          this.queued = null;
+          return this.refresh();
+        });
+      }
+      return this.queued;
     }
+    this.refreshing = this.poll().finally(() => {
+      this.refreshing = null;
+    });
     return this.refreshing;
   }
 
