@@ -13,6 +13,11 @@ import sys
 COMMANDS = [
     "proxy.commands.protect_command",
     "proxy.commands.inspect_command",
+    "proxy.commands.serve_command",
+    "proxy.commands.pair_command",
+    "proxy.commands.sites_command",
+    "proxy.commands.doctor_command",
+    "proxy.commands.ca_command",
 ]
 
 

@@ -56,6 +56,7 @@ CORS_HEADERS = {
 }
 PUBLIC_ROUTES = frozenset({("GET", "/v1/ca.pem"), ("POST", "/v1/pair")})
 TOUCH_INTERVAL = 60.0  # seconds between last_seen writes per client
+TRUST_RECHECK = 60.0  # seconds between scans of the system trust store for /v1/status
 
 # Engine error class name -> HTTP status (looked up by name: perturb.errors is another module).
 ENGINE_ERROR_STATUS = {
@@ -88,6 +89,7 @@ class ControlContext:
     _last_touch: dict[int, float] = field(default_factory=dict)
     _protect_slots: asyncio.Semaphore | None = None
     _protect_pending: int = 0
+    _trust_checked: tuple[float, bool | None] | None = None
 
 
 class ApiError(Exception):
@@ -100,6 +102,7 @@ class ApiError(Exception):
 
 
 CONTEXT: web.AppKey[ControlContext] = web.AppKey("context", ControlContext)
+CLIENT_ID: web.RequestKey[int] = web.RequestKey("client_id", int)
 
 
 def host_name(header: str | None) -> str | None:
@@ -184,7 +187,7 @@ async def defences(request: web.Request, handler: Handler) -> web.StreamResponse
             return web.Response(status=204, headers=_cors(origin))
         if (request.method, request.path) not in PUBLIC_ROUTES:
             client_id = _authenticate(request, ctx)
-            request["client_id"] = client_id
+            request[CLIENT_ID] = client_id
         response = await handler(request)
     except ApiError as err:
         response = _error_response(err, origin)
@@ -342,13 +345,21 @@ async def get_status(request: web.Request) -> web.Response:
         fingerprint: str | None = ca_fingerprint(ctx.data_dir)
     except CertificateError:
         fingerprint = None
+    now = time.monotonic()
+    if ctx._trust_checked is None or now - ctx._trust_checked[0] > TRUST_RECHECK:
+        ctx._trust_checked = (now, await asyncio.to_thread(_system_trusts_ca, ctx.data_dir))
     sites = ctx.store.sites(ctx.builtin_sites)
     return web.json_response(
         {
             "version": metadata.version("sfumato"),
             "model": ctx.model_info(),
             "proxy": ctx.proxy_status(),
-            "ca": {"fingerprint_sha256": fingerprint, "url": "/v1/ca.pem"},
+            "ca": {
+                "fingerprint": fingerprint,
+                "algorithm": "sha256",
+                "trusted": ctx._trust_checked[1],  # by this server machine's system store
+                "url": "/v1/ca.pem",
+            },
             "counts": {
                 **ctx.store.activity_counts(),
                 "sites_enabled": sum(s.enabled for s in sites),
@@ -462,7 +473,7 @@ async def get_activity(request: web.Request) -> web.Response:
 async def get_clients(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     return web.json_response(
-        {"clients": [c.to_json() for c in ctx.store.clients()], "you": request["client_id"]}
+        {"clients": [c.to_json() for c in ctx.store.clients()], "you": request[CLIENT_ID]}
     )
 
 
@@ -473,6 +484,15 @@ async def delete_client(request: web.Request) -> web.Response:
     except (ValueError, NotFound) as exc:
         raise ApiError(404, "not_found", f"no paired client {request.match_info['id']}") from exc
     return web.Response(status=204)
+
+
+def _system_trusts_ca(data_dir: Path) -> bool | None:
+    from proxy.doctor import system_trusts
+
+    try:
+        return system_trusts(ca_certificate_pem(data_dir))
+    except CertificateError:
+        return None
 
 
 def engine_strength(value: str) -> str | float:
