@@ -1,0 +1,178 @@
+"""Model loading (card, sha256, contract), resolution, strength presets, threads, tiling."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from perturb import ModelUnavailable, load_model, models, protect
+from tests.engine import samples
+from tests.support.tiny_model import build_tiny_model
+
+
+def copy_model(src: str, directory: Path, model_id: str = "tiny-test") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    onnx = directory / f"{model_id}.onnx"
+    shutil.copy(src, onnx)
+    shutil.copy(Path(src).with_suffix(".json"), onnx.with_suffix(".json"))
+    return onnx
+
+
+def test_one_session_per_model_per_process(tiny_model: str) -> None:
+    assert load_model(tiny_model) is load_model(tiny_model)
+    assert load_model(load_model(tiny_model)) is load_model(tiny_model)
+
+
+def test_card_fields_are_read(tiny_model: str) -> None:
+    model = load_model(tiny_model)
+    assert model.id == "tiny-test"
+    assert model.size_multiple == 8
+    assert model.large_images.mode == "tile"
+    assert model.resolve_strength("low") == 0.5
+    assert model.resolve_strength("HIGH") == 1.6
+    assert model.resolve_strength(0.25) == 0.25
+    assert model.resolve_strength("2") == 2.0
+
+
+def test_missing_model_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelUnavailable, match="nope.onnx"):
+        load_model(str(tmp_path / "nope.onnx"))
+
+
+def test_missing_card(tiny_model: str, tmp_path: Path) -> None:
+    onnx = copy_model(tiny_model, tmp_path)
+    onnx.with_suffix(".json").unlink()
+    with pytest.raises(ModelUnavailable, match="card"):
+        load_model(str(onnx))
+
+
+def test_unreadable_card(tiny_model: str, tmp_path: Path) -> None:
+    onnx = copy_model(tiny_model, tmp_path)
+    onnx.with_suffix(".json").write_text("{not json")
+    with pytest.raises(ModelUnavailable, match="unreadable"):
+        load_model(str(onnx))
+
+
+def test_sha256_mismatch_is_reported_with_the_file(tiny_model: str, tmp_path: Path) -> None:
+    onnx = copy_model(tiny_model, tmp_path)
+    onnx.write_bytes(onnx.read_bytes() + b"tampered")
+    with pytest.raises(ModelUnavailable, match="sha256") as info:
+        load_model(str(onnx))
+    assert str(onnx.name) in str(info.value)
+
+
+def test_corrupt_onnx_with_matching_card(tmp_path: Path) -> None:
+    onnx = build_tiny_model(tmp_path)
+    onnx.write_bytes(b"this is not a protobuf")
+    card = json.loads(onnx.with_suffix(".json").read_text())
+    import hashlib
+
+    card["sha256"] = hashlib.sha256(onnx.read_bytes()).hexdigest()
+    onnx.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelUnavailable, match="onnxruntime"):
+        load_model(str(onnx))
+
+
+def test_runtime_failure_is_typed(failing_model: str) -> None:
+    with pytest.raises(ModelUnavailable, match="failed while running"):
+        protect(samples.grey_png(), model=failing_model)
+
+
+def test_no_model_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SFUMATO_MODEL", raising=False)
+    monkeypatch.setattr(models, "DEFAULT_MODEL", None)
+    with pytest.raises(ModelUnavailable, match="no protection model"):
+        load_model(None)
+
+
+def test_resolution_by_id_env_and_default(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy_model(tiny_model, tmp_path / "dir", "my-model")
+    monkeypatch.setenv("SFUMATO_MODELS_DIR", str(tmp_path / "dir"))
+    monkeypatch.delenv("SFUMATO_MODEL", raising=False)
+    assert load_model("my-model").path == (tmp_path / "dir" / "my-model.onnx").resolve()
+    monkeypatch.setattr(models, "DEFAULT_MODEL", "my-model")
+    assert load_model(None).path.name == "my-model.onnx"
+    monkeypatch.setenv("SFUMATO_MODEL", tiny_model)
+    assert load_model(None).path == Path(tiny_model).resolve()
+    with pytest.raises(ModelUnavailable, match="available ids: my-model"):
+        load_model("unknown-id")
+
+
+def test_inference_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SFUMATO_THREADS", "3")
+    assert models.inference_threads() == 3
+    monkeypatch.setenv("SFUMATO_THREADS", "many")
+    with pytest.raises(ModelUnavailable):
+        models.inference_threads()
+    monkeypatch.delenv("SFUMATO_THREADS")
+    assert 1 <= models.inference_threads() <= 8
+
+
+def test_concurrent_calls_share_the_session_and_agree(tiny_model: str) -> None:
+    data = samples.rgba_png()
+    expected = protect(data, model=tiny_model).data
+    barrier = threading.Barrier(4)
+
+    def run(_: int) -> bytes:
+        barrier.wait()
+        return protect(data, model=tiny_model).data
+
+    with ThreadPoolExecutor(4) as pool:
+        assert set(pool.map(run, range(4))) == {expected}
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)), dtype=np.int16)
+
+
+def test_tiled_inference_matches_whole_image(tiny_model: str, small_tile_model: str) -> None:
+    # the tiny model's pattern has period 2 and tile origins sit on multiples of 8, so blended
+    # tiles must reproduce the whole-image result: seams or misplaced tiles would show here
+    data = samples.encode(Image.fromarray(samples.artwork(203, 157)), "PNG")
+    whole = pixels(protect(data, model=tiny_model).data)
+    tiled = pixels(protect(data, model=small_tile_model).data)
+    assert np.abs(whole - tiled).max() <= 1
+    assert (whole != pixels(data)).mean() > 0.5
+
+
+def test_tile_spans_cover_the_axis_with_ramps_summing_to_one() -> None:
+    for n in (1, 7, 64, 65, 200, 1000):
+        spans = models._spans(n, 64, 48)
+        total = np.zeros(n, dtype=np.float64)
+        for i, (a, b) in enumerate(spans):
+            assert a % 8 == 0
+            total[a:b] += models._ramp(spans, i)
+        np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
+def test_working_resolution_mode(model_dir: Path) -> None:
+    path = build_tiny_model(model_dir, model_id="tiny-workres",
+                            large_images={"mode": "working_resolution", "max_side": 64})
+    data = samples.encode(Image.fromarray(samples.artwork(300, 200)), "PNG")
+    out = protect(data, model=str(path))
+    diff = np.abs(pixels(out.data) - pixels(data))
+    assert out.report.width == 300 and diff.max() <= 5 and diff.mean() > 0.1
+
+
+def test_strength_zero_changes_no_pixel(tiny_model: str) -> None:
+    data = samples.rgba_png()
+    out = protect(data, model=tiny_model, strength=0)
+    assert np.array_equal(pixels(out.data), pixels(data))
+    assert out.report.psnr == float("inf")
+
+
+def test_strength_scales_the_perturbation(tiny_model: str) -> None:
+    data = samples.grey_png()
+    low = protect(data, model=tiny_model, strength="low").report.psnr
+    high = protect(data, model=tiny_model, strength="high").report.psnr
+    assert low > high
