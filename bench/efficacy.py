@@ -1,0 +1,774 @@
+"""Efficacy benchmark: `../shared/docs/EVALUATION.md` implemented on a folder of artworks.
+
+    .venv-train/bin/python bench/efficacy.py             # full run on ../shared/data/artworks/val
+    .venv-train/bin/python bench/efficacy.py --quick     # < 5 min smoke run, NOT a result
+    .venv-train/bin/python bench/efficacy.py --pgd-only  # fill the PGD-100 cache (background)
+
+What it does (numbers are medians over the images of the folder, which every output names):
+
+1. The shipped model, black-box through `perturb.protect` (x' = the product's output file after its
+   own re-encoding), at each preset (low / default / high) on every image at full size, scored under
+   the four platform transforms: S, G against equal-visibility noise, C and ΔC with the decoder,
+   SSIMULACRA 2 / PSNR / SSIM, and the time to protect (decode, infer, encode).
+2. The PGD-100 encoder attack at L∞ 2, 3, 4, 6, 8 /255 on a fixed subset (evenly spaced in name
+   order, downscaled), with the model scored on the same subset, side by side: the gain-versus-
+   visibility curve under `jpeg85`, and the time per image of both on the same images.
+3. The issue's "must" list, line by line, PASS / FAIL; a table, JSON, markdown and a figure.
+
+PGD does not depend on the model, so its attacked images are cached in `bench/.cache/efficacy/`
+keyed by (image pixels, size, budget, steps, attack version, encoder sha256); `--pgd-only` fills the
+cache ahead of time and the full run reuses it (and re-times PGD-100 on one image in the same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from a checkout
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from perturb.training import evaluate as ev  # noqa: E402
+from perturb.training.platform_transforms import TRANSFORMS  # noqa: E402
+
+SHARED = ROOT / ".." / "shared"
+CACHE = ROOT / "bench" / ".cache" / "efficacy"
+RESULTS = ROOT / "bench" / "results"
+PGD_VERSION = "pgd-v1"  # bump when pgd.py changes what it computes
+SCORE_VERSION = "score-v1"  # bump when evaluate.py changes what it computes
+PRESETS = ("low", "default", "high")
+PRESET_TARGETS = {"low": 80.0, "default": 70.0, "high": 60.0}
+PRESET_TOLERANCE = 5.0  # "about": within ±5 SSIMULACRA 2 points
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
+
+
+@dataclass
+class Config:
+    folder: Path
+    quick: bool
+    presets: tuple[str, ...] = PRESETS
+    damage_presets: tuple[str, ...] = ("default",)
+    max_images: int | None = None
+    main_side: int | None = None  # None: full size (the real run)
+    subset: int = 16
+    subset_side: int = 256
+    pgd_steps: int = 100
+    budgets: tuple[int, ...] = (2, 3, 4, 6, 8)
+    workers: int = 2
+    pgd_threads: int = 1
+    figure_images: int = 3
+    model: str | None = None
+    surrogate: str = "taef2"
+    shared: Path = SHARED
+    large_mp: float = 4.0
+    retime: bool = True
+
+    @property
+    def split(self) -> str:
+        return self.folder.resolve().name
+
+    @property
+    def label(self) -> str:
+        return "QUICK (development check, not a result)" if self.quick else "full"
+
+
+def quick_config(c: Config) -> Config:
+    c.quick = True
+    c.max_images, c.main_side = 4, 256
+    c.subset, c.subset_side, c.pgd_steps, c.budgets = 3, 128, 10, (2, 4, 8)
+    c.figure_images, c.large_mp, c.retime = 2, 1.0, True
+    return c
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise SystemExit(f"error: image folder not found: {folder} (pass a folder, or --shared)")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise SystemExit(f"error: no images in {folder}")
+    return paths
+
+
+def downscale(x: np.ndarray, side: int) -> np.ndarray:
+    if max(x.shape[:2]) <= side:
+        return x
+    s = side / max(x.shape[:2])
+    size = (max(8, round(x.shape[1] * s)), max(8, round(x.shape[0] * s)))
+    return np.asarray(Image.fromarray(x).resize(size, Image.LANCZOS))
+
+
+def png_bytes(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(x).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def subset_indices(n: int, k: int) -> list[int]:
+    """k indices evenly spaced over n items (both ends included): a fixed, unbiased subset."""
+    if k >= n:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
+
+
+@dataclass
+class SubsetImage:
+    name: str
+    x: np.ndarray  # composited over grey, downscaled, cropped to multiples of 8
+
+    @property
+    def sha(self) -> str:
+        h = hashlib.sha256(self.x.tobytes())
+        h.update(str(self.x.shape).encode())
+        return h.hexdigest()
+
+
+def load_subset(paths: list[Path], cfg: Config) -> list[SubsetImage]:
+    out = []
+    for i in subset_indices(len(paths), cfg.subset):
+        x = ev.crop8(downscale(ev.decode_rgb(paths[i]), cfg.subset_side))
+        out.append(SubsetImage(paths[i].name, np.ascontiguousarray(x)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# PGD baseline (cached)
+
+
+def surrogate_key(sur) -> str:
+    return json.dumps(sur.sha256, sort_keys=True) if sur.sha256 else sur.name
+
+
+def pgd_key(img: SubsetImage, budget: int, steps: int, sur) -> str:
+    blob = json.dumps(
+        [PGD_VERSION, img.sha, list(img.x.shape), budget, steps, surrogate_key(sur)]
+    ).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def pgd_cached(img: SubsetImage, budget: int, steps: int, sur, compute: bool) -> dict | None:
+    """The PGD-attacked image (+ its timing) from the cache, computing it if `compute`."""
+    from perturb.training.pgd import pgd_encoder_attack
+
+    key = pgd_key(img, budget, steps, sur)
+    png, meta = CACHE / "pgd" / f"{key}.png", CACHE / "pgd" / f"{key}.json"
+    if png.is_file() and meta.is_file():
+        info = json.loads(meta.read_text())
+        info["x_adv"] = np.asarray(Image.open(png).convert("RGB"))
+        info["cached"] = True
+        return info
+    if not compute:
+        return None
+    import torch
+
+    x = torch.from_numpy(img.x.astype(np.float32) / 255.0).permute(2, 0, 1)[None].contiguous()
+    res = pgd_encoder_attack(sur.encoder, x, budget / 255.0, steps=steps, seed=0)
+    x_adv = ev.to_uint8(res.x_adv[0].permute(1, 2, 0).numpy())
+    info = {
+        "image": img.name, "size": [img.x.shape[1], img.x.shape[0]], "budget_255": budget,
+        "steps": steps, "seconds": res.seconds, "shift_none": res.shift,
+        "threads": torch.get_num_threads(), "version": PGD_VERSION,
+        "encoder": surrogate_key(sur),
+    }  # fmt: skip
+    png.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(x_adv).save(png)
+    meta.write_text(json.dumps(info, indent=1))
+    info["x_adv"], info["cached"] = x_adv, False
+    return info
+
+
+def run_pgd(subset: list[SubsetImage], cfg: Config, sur, compute: bool = True) -> dict:
+    """PGD at every budget on every subset image, image by image (so partial runs are usable)."""
+    import torch
+
+    torch.set_num_threads(cfg.pgd_threads)
+    out: dict[tuple[str, int], dict] = {}
+    todo = [(im, b) for im in subset for b in cfg.budgets]
+    t0, done_new = time.perf_counter(), 0
+    for i, (im, b) in enumerate(todo):
+        info = pgd_cached(im, b, cfg.pgd_steps, sur, compute)
+        if info is None:
+            continue
+        out[(im.name, b)] = info
+        if not info["cached"]:
+            done_new += 1
+            el = time.perf_counter() - t0
+            eta = el / done_new * (len(todo) - i - 1)
+            log(
+                f"PGD-{cfg.pgd_steps} {im.name} {im.x.shape[1]}×{im.x.shape[0]} L∞ {b}/255: "
+                f"{info['seconds']:.1f} s  [{i + 1}/{len(todo)}, ETA {eta / 60:.0f} min]"
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring in a process pool
+
+_MODEL: ev.LatentModel | None = None
+
+
+def _init_worker(onnx_paths: tuple[str, str | None]) -> None:
+    global _MODEL
+    import torch
+
+    torch.set_num_threads(1)
+    _MODEL = ev.LatentModel(None, None, threads=1, onnx_paths=onnx_paths)
+
+
+def score_key(x: np.ndarray, xp: np.ndarray, damage: bool, enc: str) -> str:
+    h = hashlib.sha256()
+    for part in (x.tobytes(), str(x.shape).encode(), xp.tobytes(), str(xp.shape).encode()):
+        h.update(part)
+    h.update(json.dumps([SCORE_VERSION, damage, list(TRANSFORMS), enc]).encode())
+    return h.hexdigest()[:32]
+
+
+def _score_task(task: dict) -> dict:
+    """Score one reference image against its protected versions; results cached on disk."""
+    assert _MODEL is not None
+    x = task["x"] if task.get("x") is not None else ev.decode_rgb(task["x_bytes"])
+    if task.get("main_side"):
+        x = downscale(x, task["main_side"])
+    ref = ev.ImageReference(x, _MODEL)
+    out = {"name": task["name"], "width": x.shape[1], "height": x.shape[0], "records": {}}
+    a0 = 4 / 255
+    for label, xp_data, damage in task["items"]:
+        xp = xp_data if isinstance(xp_data, np.ndarray) else ev.decode_rgb(xp_data)
+        key = score_key(x, xp, damage, task["enc"])
+        path = CACHE / "scores" / f"{key}.json"
+        if path.is_file():
+            rec = json.loads(path.read_text())
+        else:
+            rec = ev.score_image(ref, xp, damage=damage, a0=a0)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(rec))
+        a0 = rec["noise"]["a"] or a0
+        out["records"][label] = rec
+    return out
+
+
+def score_all(tasks: list[dict], onnx_paths, workers: int, what: str) -> dict[str, dict]:
+    results: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(onnx_paths,)) as pool:
+        futures = {pool.submit(_score_task, t): t["name"] for t in tasks}
+        for i, fut in enumerate(as_completed(futures), 1):
+            r = fut.result()
+            results[r["name"]] = r
+            el = time.perf_counter() - t0
+            log(
+                f"scored {what} {i}/{len(tasks)} {r['name']} ({r['width']}×{r['height']}) "
+                f"[{el / 60:.1f} min, ETA {el / i * (len(tasks) - i) / 60:.1f} min]"
+            )
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# The product
+
+
+def protect_timed(data: bytes, strength: str, model: str | None) -> tuple[bytes, float, dict]:
+    from perturb import protect
+
+    kwargs = {"strength": strength}
+    if model:
+        kwargs["model"] = model
+    t = time.perf_counter()
+    res = protect(data, **kwargs)
+    return res.data, time.perf_counter() - t, dict(res.report.timings)
+
+
+def product_info(model: str | None) -> dict:
+    from perturb import models
+
+    mid = model or os.environ.get("SFUMATO_MODEL") or models.DEFAULT_MODEL
+    info: dict = {"model": mid, "threads": models.inference_threads()}
+    card = models.models_dir() / f"{mid}.json" if mid else None
+    if card and card.is_file():
+        c = json.loads(card.read_text())
+        info.update({"card_presets": c.get("presets"), "sha256": c.get("sha256")})
+    return info
+
+
+def time_large_image(x: np.ndarray, mp: float, model: str | None, reps: int = 3) -> dict:
+    """Protect a `mp`-megapixel JPEG (a val artwork upscaled) at default; median of `reps`."""
+    s = math.sqrt(mp * 1e6 / (x.shape[0] * x.shape[1]))
+    size = (round(x.shape[1] * s), round(x.shape[0] * s))
+    big = Image.fromarray(x).resize(size, Image.LANCZOS)
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=95)
+    runs = [protect_timed(buf.getvalue(), "default", model) for _ in range(reps)]
+    return {
+        "width": size[0], "height": size[1], "megapixels": size[0] * size[1] / 1e6,
+        "total_s": statistics.median(r[1] for r in runs),
+        "infer_s": statistics.median(r[2].get("infer", math.nan) for r in runs),
+        "runs": reps,
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis
+
+
+def interpolate_curve(points: list[tuple[float, float]], s2: float) -> tuple[float | None, str]:
+    """PGD's G at SSIMULACRA 2 `s2`, linear between budgets; says if `s2` is outside the curve."""
+    pts = sorted(points)
+    if not pts:
+        return None, "no PGD points"
+    if s2 < pts[0][0]:
+        return None, f"more visible than PGD's largest budget (SSIMULACRA2 {pts[0][0]:.1f})"
+    if s2 > pts[-1][0]:
+        return pts[-1][1], (
+            f"less visible than PGD's smallest budget (SSIMULACRA2 {pts[-1][0]:.1f}); "
+            "compared with that point (PGD's G only falls with a smaller budget)"
+        )
+    for (s_a, g_a), (s_b, g_b) in zip(pts, pts[1:], strict=False):
+        if s_a <= s2 <= s_b:
+            t = 0 if s_b == s_a else (s2 - s_a) / (s_b - s_a)
+            return g_a + t * (g_b - g_a), "interpolated"
+    return None, "not found"
+
+
+def fmt(v, nd: int = 2) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return f"{v:.{nd}f}"
+
+
+@dataclass
+class Row:
+    method: str
+    scope: str
+    n: int
+    summary: dict
+    seconds: float | None = None
+    seconds_per_mp: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def summarize_rows(results: dict[str, dict], label: str, scope: str) -> dict:
+    recs = [r["records"][label] for r in results.values() if label in r["records"]]
+    return ev.summarize(recs).as_dict()
+
+
+def table(rows: list[Row]) -> str:
+    head = (
+        "| method | images | SSIMULACRA2 | <60 | PSNR | SSIM | G none | G jpeg85 | G resize-jpeg | "
+        "G noise-jpeg | C jpeg85 dB | ΔC jpeg85 dB | s / image | s / MP |"
+    )
+    lines = [head, "|" + " --- |" * 14]
+    for r in rows:
+        s, t = r.summary, r.summary.get("transforms", {})
+        sh = s.get("share_under_60")
+        share = "—" if sh is None else f"{100 * sh:.0f} %"
+
+        def g(name: str, key: str = "G", t=t) -> str:
+            return fmt((t.get(name) or {}).get(key))
+
+        lines.append(
+            f"| {r.method} | {r.scope} ({r.n}) | {fmt(s.get('ssimulacra2_median'), 1)} | "
+            f"{share} | "
+            f"{fmt(s.get('psnr_median'), 1)} | {fmt(s.get('ssim_median'), 3)} | "
+            f"{g('none')} | {g('jpeg85')} | {g('resize-jpeg')} | {g('noise-jpeg')} | "
+            f"{g('jpeg85', 'C')} | {g('jpeg85', 'dC')} | "
+            f"{fmt(r.seconds, 3)} | {fmt(r.seconds_per_mp, 3)} |"
+        )
+    return "\n".join(lines)
+
+
+def must_list(cfg: Config, rows: dict[str, Row], curve: dict, speed: dict, large: dict) -> list:
+    d = rows["default@full"].summary
+    t = d["transforms"]
+    checks = []
+
+    def add(line: str, value: str, ok: bool | None, note: str = "") -> None:
+        status = "PASS" if ok else ("FAIL" if ok is not None else "N/A")
+        checks.append({"must": line, "measured": value, "status": status, "note": note})
+
+    s2 = d["ssimulacra2_median"]
+    add("median SSIMULACRA2 ≥ 70 (default)", fmt(s2, 1), s2 is not None and s2 >= 70)
+    sh = d["share_under_60"]
+    add("< 5 % of images under 60 (default)", f"{fmt(100 * sh, 1)} %", sh is not None and sh < 0.05)
+    for name in ("jpeg85", "resize-jpeg"):
+        gv = (t.get(name) or {}).get("G")
+        add(f"G ≥ 2 under {name} on TAEF2", fmt(gv), gv is not None and gv >= 2)
+    dc = (t.get("jpeg85") or {}).get("dC")
+    add("ΔC ≥ 1 dB under jpeg85", fmt(dc), None if dc is None else dc >= 1)
+    add(
+        "default point above the PGD-100 gain-vs-visibility curve under jpeg85",
+        f"model G {fmt(curve.get('model_G'))} vs PGD {fmt(curve.get('pgd_G_at_equal'))} "
+        f"at SSIMULACRA2 {fmt(curve.get('model_ssimulacra2'), 1)}",
+        curve.get("above"), curve.get("how", ""),
+    )  # fmt: skip
+    inf = large.get("infer_s")
+    add(
+        f"inference ≤ 0.25 s for a 4 MP image ({fmt(large.get('megapixels'))} MP measured)",
+        f"infer {fmt(inf, 3)} s, whole protect {fmt(large.get('total_s'), 3)} s",
+        None if inf is None else inf <= 0.25 * large.get("megapixels", 4) / 4,
+        "scaled to 4 MP" if cfg.quick else "",
+    )
+    ratio = speed.get("ratio")
+    add(
+        "≥ 1000× less time than PGD-100 on the same image",
+        f"{fmt(ratio, 0)}× (PGD {fmt(speed.get('pgd_s'), 1)} s vs model "
+        f"{fmt(speed.get('model_s'), 3)} s per image)",
+        None if ratio is None else ratio >= 1000,
+        speed.get("note", ""),
+    )
+    for p in cfg.presets:
+        r = rows.get(f"{p}@full")
+        v = r.summary["ssimulacra2_median"] if r else None
+        add(
+            f"preset {p} ≈ median SSIMULACRA2 {PRESET_TARGETS[p]:.0f} (±{PRESET_TOLERANCE:.0f})",
+            fmt(v, 1),
+            None if v is None else abs(v - PRESET_TARGETS[p]) <= PRESET_TOLERANCE,
+        )
+    goal = all(((t.get(n) or {}).get("G") or 0) >= 3 for n in TRANSFORMS)
+    add("goal: G ≥ 3 under every platform transform (TAEF2 only here)",
+        ", ".join(f"{n} {fmt((t.get(n) or {}).get('G'))}" for n in TRANSFORMS), goal,
+        "goal, not a must; held-out encoders not measured here")  # fmt: skip
+    return checks
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure
+
+
+def amplified(x: np.ndarray, xp: np.ndarray, gain: float = 10.0) -> np.ndarray:
+    d = xp.astype(np.float32) - x.astype(np.float32)
+    return np.clip(128 + gain * d, 0, 255).astype(np.uint8)
+
+
+def make_figure(panels: list[dict], curve: dict, out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(panels)
+    fig = plt.figure(figsize=(16, 3.6 * n + 5))
+    gs = fig.add_gridspec(n + 1, 5, height_ratios=[1] * n + [1.4])
+    cols = ["original x", "protected x' (default)", "amplified δ (×10)",
+            "D(E(jpeg85(x)))", "D(E(jpeg85(x'))): what a mimic learns"]  # fmt: skip
+    for i, p in enumerate(panels):
+        for j, key in enumerate(("x", "xp", "delta", "rec_x", "rec_xp")):
+            ax = fig.add_subplot(gs[i, j])
+            ax.imshow(p[key])
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(cols[j], fontsize=9)
+            if j == 0:
+                ax.set_ylabel(p["name"][:28], fontsize=8)
+    ax = fig.add_subplot(gs[n, :3])
+    pgd = sorted(curve["pgd_points"], key=lambda q: q["ssimulacra2"])
+    ax.plot(
+        [q["ssimulacra2"] for q in pgd], [q["G"] for q in pgd], "o-", label="PGD-100 (L∞ budgets)"
+    )
+    for q in pgd:
+        ax.annotate(f"{q['budget']}/255", (q["ssimulacra2"], q["G"]), fontsize=8)
+    for q in curve["model_points"]:
+        ax.plot(q["ssimulacra2"], q["G"], "s", ms=9, label=f"model {q['preset']} (subset)")
+    ax.axhline(1, color="grey", lw=0.8, ls="--")
+    ax.text(ax.get_xlim()[0], 1.02, " equally visible noise (G = 1)", fontsize=8, color="grey")
+    ax.set_xlabel("SSIMULACRA 2 of x' (higher = less visible)")
+    ax.set_ylabel("G under jpeg85 (median)")
+    ax.set_title(f"gain vs visibility under jpeg85 — {curve['scope']}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+
+def run(cfg: Config, pgd_only: bool = False) -> int:
+    import torch
+
+    from perturb.training.surrogates import load_surrogate
+
+    t_start = time.perf_counter()
+    log(f"efficacy benchmark, {cfg.label}, split '{cfg.split}' ({cfg.folder})")
+    paths = list_images(cfg.folder)
+    if cfg.max_images:
+        paths = (
+            paths[: cfg.max_images]
+            if not cfg.quick
+            else [paths[i] for i in subset_indices(len(paths), cfg.max_images)]
+        )
+    sur = load_surrogate(cfg.surrogate, cfg.shared)
+    log(f"surrogate {sur.name} {surrogate_key(sur)}; {len(paths)} images")
+    all_paths = list_images(cfg.folder)
+    subset = load_subset(all_paths, cfg)
+    log(
+        f"PGD subset: {len(subset)} images ≤ {cfg.subset_side} px "
+        f"({sum(s.x.shape[0] * s.x.shape[1] for s in subset) / 1e6:.2f} MP total), "
+        f"budgets {cfg.budgets}/255, {cfg.pgd_steps} steps"
+    )
+    if pgd_only:
+        run_pgd(subset, cfg, sur, compute=True)
+        log(f"PGD cache complete in {(time.perf_counter() - t_start) / 60:.1f} min")
+        return 0
+
+    # 1. The product, timed, on the full images and on the subset (nothing else running here).
+    info = product_info(cfg.model)
+    if not info.get("model"):
+        raise SystemExit(
+            "error: no shipped model: perturb.models.DEFAULT_MODEL is unset and no --model given"
+        )
+    log(f"product model {info['model']} (threads {info['threads']})")
+    full_items: dict[str, list] = {}
+    full_times: dict[str, list[tuple[float, float]]] = {p: [] for p in cfg.presets}
+    sources: dict[str, bytes] = {}
+    for i, p in enumerate(paths):
+        data = p.read_bytes()
+        if cfg.main_side:  # quick mode only: small inputs
+            data = png_bytes(downscale(ev.decode_rgb(data), cfg.main_side))
+        sources[p.name] = data
+        with Image.open(io.BytesIO(data)) as im:
+            mp = im.width * im.height / 1e6
+        for preset in cfg.presets:
+            out, secs, _ = protect_timed(data, preset, cfg.model)
+            full_items.setdefault(p.name, []).append((preset, out, preset in cfg.damage_presets))
+            full_times[preset].append((secs, secs / mp))
+        if (i + 1) % 10 == 0 or i + 1 == len(paths):
+            log(f"protected {i + 1}/{len(paths)} images at {len(cfg.presets)} presets")
+    sub_items: dict[str, list] = {}
+    sub_times: dict[str, list[float]] = {p: [] for p in cfg.presets}
+    for im in subset:
+        for preset in cfg.presets:
+            out, secs, _ = protect_timed(png_bytes(im.x), preset, cfg.model)
+            sub_items.setdefault(im.name, []).append((preset, ev.decode_rgb(out), True))
+            sub_times[preset].append(secs)
+    large = time_large_image(ev.decode_rgb(sources[paths[0].name]), cfg.large_mp, cfg.model)
+    log(f"{large['megapixels']:.1f} MP image: protect {large['total_s']:.3f} s, "
+        f"infer {large['infer_s']:.3f} s")  # fmt: skip
+
+    # 2. PGD on the subset (from the cache; computed here if missing), and a fresh re-time.
+    torch.set_num_threads(cfg.pgd_threads)
+    pgd = run_pgd(subset, cfg, sur, compute=True)
+    n_cached = sum(v["cached"] for v in pgd.values())
+    log(f"PGD: {n_cached}/{len(pgd)} attacked images from the cache")
+    retime = None
+    if cfg.retime:
+        torch.set_num_threads(2)
+        from perturb.training.pgd import pgd_encoder_attack
+
+        im = subset[0]
+        x = torch.from_numpy(im.x.astype(np.float32) / 255.0).permute(2, 0, 1)[None].contiguous()
+        r = pgd_encoder_attack(sur.encoder, x, 4 / 255, steps=cfg.pgd_steps)
+        retime = {"image": im.name, "size": [im.x.shape[1], im.x.shape[0]], "budget_255": 4,
+                  "steps": cfg.pgd_steps, "seconds": r.seconds, "threads": 2}  # fmt: skip
+        log(f"PGD-{cfg.pgd_steps} re-timed in this run on {im.name}: {r.seconds:.1f} s (2 threads)")
+    for im in subset:
+        for b in cfg.budgets:
+            if (im.name, b) in pgd:
+                sub_items[im.name].append((f"pgd{b}", pgd[(im.name, b)]["x_adv"], True))
+
+    # 3. Score everything (process pool; surrogate run through onnxruntime).
+    onnx_paths = ev.export_for_workers(sur.encoder, sur.decoder)
+    enc = surrogate_key(sur)
+    sub_tasks = [
+        {"name": im.name, "x": im.x, "items": sub_items[im.name], "enc": enc} for im in subset
+    ]
+    full_tasks = [
+        {"name": n, "x_bytes": sources[n], "items": full_items[n], "enc": enc}
+        for n in sorted(sources, key=lambda n: -len(sources[n]))
+    ]
+    sub_res = score_all(sub_tasks, onnx_paths, cfg.workers, "subset")
+    full_res = score_all(full_tasks, onnx_paths, cfg.workers, "full-size")
+
+    # 4. Rows, curve, speed, must list.
+    rows: dict[str, Row] = {}
+    table_rows: list[Row] = []
+    for p in cfg.presets:
+        s = summarize_rows(full_res, p, "full")
+        tt = full_times[p]
+        r = Row(f"model {p}", f"{cfg.split} full size", s["n"], s,
+                statistics.median(t[0] for t in tt),
+                statistics.median(t[1] for t in tt))  # fmt: skip
+        rows[f"{p}@full"] = r
+        table_rows.append(r)
+    sub_mp = statistics.median(im.x.shape[0] * im.x.shape[1] / 1e6 for im in subset)
+    for p in cfg.presets:
+        s = summarize_rows(sub_res, p, "subset")
+        sec = statistics.median(sub_times[p])
+        r = Row(f"model {p}", f"{cfg.split} subset ≤{cfg.subset_side}px", s["n"], s, sec,
+                sec / sub_mp)  # fmt: skip
+        rows[f"{p}@subset"] = r
+        table_rows.append(r)
+    pgd_points = []
+    for b in cfg.budgets:
+        s = summarize_rows(sub_res, f"pgd{b}", "subset")
+        secs = [v["seconds"] for (n, bb), v in pgd.items() if bb == b]
+        sec = statistics.median(secs) if secs else None
+        r = Row(f"PGD-{cfg.pgd_steps} L∞ {b}/255", f"{cfg.split} subset ≤{cfg.subset_side}px",
+                s["n"], s, sec, sec / sub_mp if sec else None)  # fmt: skip
+        rows[f"pgd{b}@subset"] = r
+        table_rows.append(r)
+        if s["n"]:
+            pgd_points.append({"budget": b, "ssimulacra2": s["ssimulacra2_median"],
+                               "G": s["transforms"]["jpeg85"]["G"], "n": s["n"]})  # fmt: skip
+    model_points = [
+        {"preset": p, "ssimulacra2": rows[f"{p}@subset"].summary["ssimulacra2_median"],
+         "G": rows[f"{p}@subset"].summary["transforms"]["jpeg85"]["G"]}
+        for p in cfg.presets if rows[f"{p}@subset"].n
+    ]  # fmt: skip
+    curve: dict = {"scope": f"{cfg.split} subset of {len(subset)} images ≤ {cfg.subset_side} px",
+                   "pgd_points": pgd_points, "model_points": model_points}  # fmt: skip
+    dp = next((q for q in model_points if q["preset"] == "default"), None)
+    if dp:
+        g_pgd, how = interpolate_curve([(q["ssimulacra2"], q["G"]) for q in pgd_points],
+                                       dp["ssimulacra2"])  # fmt: skip
+        curve.update({"model_ssimulacra2": dp["ssimulacra2"], "model_G": dp["G"],
+                      "pgd_G_at_equal": g_pgd, "how": how,
+                      "above": None if g_pgd is None else dp["G"] > g_pgd})  # fmt: skip
+        if g_pgd is None:
+            curve["above"] = False
+    pgd_all = [v["seconds"] for v in pgd.values()]
+    model_sub = statistics.median(sub_times["default"]) if "default" in sub_times else None
+    pgd_s = retime["seconds"] if retime else (statistics.median(pgd_all) if pgd_all else None)
+    speed = {
+        "pgd_s": pgd_s, "pgd_cached_median_s": statistics.median(pgd_all) if pgd_all else None,
+        "model_s": model_sub, "ratio": pgd_s / model_sub if pgd_s and model_sub else None,
+        "note": (f"PGD re-timed in this run on {retime['image']} (2 threads); cached PGD runs "
+                 f"took a median {fmt(statistics.median(pgd_all) if pgd_all else None, 1)} s "
+                 f"({cfg.pgd_threads} thread, machine shared)") if retime else "cached PGD times",
+    }  # fmt: skip
+    checks = must_list(cfg, rows, curve, speed, large)
+
+    # 5. Outputs.
+    suffix = "-quick" if cfg.quick else ""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    noise_share = statistics.mean(r.summary["noise_matched_share"] for r in table_rows if r.n)
+    header = (
+        f"Efficacy benchmark ({cfg.label}) — split `{cfg.split}`, surrogate {sur.name}, "
+        f"model `{info['model']}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
+    tbl = table(table_rows)
+    must_md = "\n".join(
+        ["| must | measured | status | note |", "| --- | --- | --- | --- |"]
+        + [f"| {c['must']} | {c['measured']} | **{c['status']}** | {c['note']} |" for c in checks]
+    )
+    notes = [
+        f"Medians over images of `{cfg.split}`; G, C, ΔC per EVALUATION.md (noise matched to "
+        f"SSIMULACRA 2 within 0.5 for {100 * noise_share:.0f} % of image-method pairs).",
+        f"C / ΔC computed for presets {', '.join(cfg.damage_presets)} on full-size images "
+        "(and for every method on the subset).",
+        f"PGD subset: {len(subset)} images evenly spaced in name order, downscaled to ≤ "
+        f"{cfg.subset_side} px; PGD-{cfg.pgd_steps}, {len(pgd)} attacks, "
+        f"{n_cached} from the cache.",
+        f"Speed: {speed['note']}.",
+        f"Wall time of this run: {(time.perf_counter() - t_start) / 60:.1f} min.",
+    ]
+    if cfg.quick:
+        notes.insert(0, "QUICK MODE: few small images and short PGD — a development check, NOT a "
+                        "result.")  # fmt: skip
+    md = "\n\n".join([f"# {header}", tbl, "## Must list", must_md,
+                      "## Notes\n\n" + "\n".join(f"- {n}" for n in notes)])  # fmt: skip
+    (RESULTS / f"efficacy{suffix}.md").write_text(md + "\n")
+    js = {
+        "header": header, "mode": cfg.label, "split": cfg.split, "folder": cfg.folder.name,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+                   if k not in ("shared", "folder")},
+        "surrogate": {"name": sur.name, "sha256": sur.sha256}, "product": info,
+        "rows": {k: asdict(v) for k, v in rows.items()}, "curve_jpeg85": curve,
+        "speed": speed, "large_image": large, "pgd_retime": retime, "must": checks,
+        "notes": notes,
+        "per_image": {"full": full_res, "subset": sub_res},
+    }  # fmt: skip
+    (RESULTS / f"efficacy{suffix}.json").write_text(json.dumps(js, indent=1, default=float))
+
+    # Figure: a few full-size images at default, reconstructions under jpeg85.
+    model = ev.LatentModel(sur.encoder, sur.decoder, threads=2, onnx_paths=onnx_paths)
+    panels = []
+    for name in [p.name for p in paths][:: max(1, len(paths) // cfg.figure_images)][
+        : cfg.figure_images
+    ]:
+        x = ev.decode_rgb(sources[name])
+        xp = ev.decode_rgb(next(o for pr, o, _ in full_items[name] if pr == "default"))
+        from perturb.training import platform_transforms as pt
+
+        rec = {}
+        for k, img in (("rec_x", x), ("rec_xp", xp)):
+            y = model.decode(model.encode(ev.crop8(pt.apply("jpeg85", img))))
+            rec[k] = ev.to_uint8(y)
+        panels.append({"name": name, "x": x, "xp": xp, "delta": amplified(x, xp), **rec})
+    make_figure(panels, curve, RESULTS / f"efficacy{suffix}.png", header)
+    print()
+    print(header)
+    print(tbl)
+    print()
+    print(must_md)
+    print()
+    for n in notes:
+        print("-", n)
+    log(f"wrote {RESULTS / f'efficacy{suffix}.json'}, .md, .png")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("folder", nargs="?", type=Path, default=None,
+                    help="folder of artworks (default: <shared>/data/artworks/val)")  # fmt: skip
+    ap.add_argument("--shared", type=Path, default=SHARED, help="the shared folder (../shared)")
+    ap.add_argument("--quick", action="store_true", help="< 5 min development check (not a result)")
+    ap.add_argument("--pgd-only", action="store_true", help="only fill the PGD cache, then exit")
+    ap.add_argument("--model", help="model id or .onnx path (default: the shipped model)")
+    ap.add_argument("--surrogate", default="taef2", help="surrogate spec (see surrogates.py)")
+    ap.add_argument("--presets", default=",".join(PRESETS))
+    ap.add_argument("--damage-presets", default="default",
+                    help="presets with C/ΔC on full-size images ('all' for every one)")  # fmt: skip
+    ap.add_argument("--max-images", type=int, help="only the first N images of the folder")
+    ap.add_argument("--subset", type=int, default=16, help="PGD subset size")
+    ap.add_argument("--subset-side", type=int, default=256, help="PGD subset long side (px)")
+    ap.add_argument("--pgd-steps", type=int, default=100)
+    ap.add_argument("--budgets", default="2,3,4,6,8", help="PGD L∞ budgets in /255")
+    ap.add_argument("--workers", type=int, default=2, help="scoring processes")
+    ap.add_argument("--pgd-threads", type=int, default=1, help="torch threads for cached PGD runs")
+    ap.add_argument("--no-retime", action="store_true", help="skip re-timing PGD in this run")
+    a = ap.parse_args(argv)
+    folder = a.folder or (a.shared / "data" / "artworks" / "val")
+    presets = tuple(a.presets.split(","))
+    bad = [p for p in presets if p not in PRESETS]
+    if bad:
+        ap.error(f"unknown preset(s) {bad}; choose from {PRESETS}")
+    cfg = Config(
+        folder=folder, quick=False, presets=presets,
+        damage_presets=presets if a.damage_presets == "all" else tuple(a.damage_presets.split(",")),
+        max_images=a.max_images, subset=a.subset, subset_side=a.subset_side,
+        pgd_steps=a.pgd_steps, budgets=tuple(int(b) for b in a.budgets.split(",")),
+        workers=a.workers, pgd_threads=a.pgd_threads, model=a.model, surrogate=a.surrogate,
+        shared=a.shared, retime=not a.no_retime,
+    )  # fmt: skip
+    if a.quick:
+        cfg = quick_config(cfg)
+    return run(cfg, pgd_only=a.pgd_only)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""EVALUATION.md quantities: SSIMULACRA 2 equals the package's, the equal-visibility noise hits its
+target within 0.5, and S, G, C, ΔC match a hand computation on a toy (block-mean) encoder."""
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from ssimulacra2 import compute_ssimulacra2
+
+from perturb.training import evaluate as ev
+from perturb.training import platform_transforms as pt
+from perturb.training.surrogates import taef2_decoder, taef2_encoder
+
+
+def artwork(h: int = 96, w: int = 112, seed: int = 0) -> np.ndarray:
+    """Smooth gradients, a few edges and mild texture: closer to art than white noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx / w, yy / h, 0.5 + 0.5 * np.sin(xx / 7.0) * np.cos(yy / 9.0)], axis=2)
+    img[h // 3 : h // 2, w // 4 : w // 2] = [0.9, 0.2, 0.1]
+    img = img * 200 + 25 + rng.normal(0, 4, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def block_mean(img: np.ndarray) -> np.ndarray:
+    """The toy encoder by hand: 8×8 block means of [0, 1] RGB, as C×h×w."""
+    x = ev.crop8(img).astype(np.float64) / 255
+    h, w = x.shape[0] // 8, x.shape[1] // 8
+    return x.reshape(h, 8, w, 8, 3).mean(axis=(1, 3)).transpose(2, 0, 1)
+
+
+def toy_model() -> ev.LatentModel:
+    return ev.LatentModel(torch.nn.AvgPool2d(8), torch.nn.Upsample(scale_factor=8), threads=1)
+
+
+def test_ssimulacra2_on_arrays_equals_the_package(tmp_path: Path) -> None:
+    x = artwork()
+    xp = pt.apply("jpeg85", x)
+    Image.fromarray(x).save(tmp_path / "x.png")
+    Image.fromarray(xp).save(tmp_path / "xp.png")
+    expected = compute_ssimulacra2(str(tmp_path / "x.png"), str(tmp_path / "xp.png"))
+    assert ev.ssimulacra2(x, xp) == pytest.approx(expected, abs=1e-9)
+    ref = ev.Ssimulacra2Reference(x)
+    assert ref.score(xp) == pytest.approx(expected, abs=1e-9)  # cached pyramid, same score
+    assert ref.score(x) == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("target", [85.0, 70.0, 55.0])
+def test_noise_bisection_hits_the_target_within_half_a_point(target: float) -> None:
+    x = artwork()
+    m = ev.match_noise(x, target)
+    assert m.matched and abs(m.score - target) <= 0.5
+    assert m.evaluations <= 30
+    # The image returned is exactly clip(x + a·u) with the fixed-seed u, and scores what it says.
+    u = ev.unit_noise(x.shape)
+    np.testing.assert_array_equal(m.image, ev.noise_image(x, m.a, u))
+    assert ev.ssimulacra2(x, m.image) == pytest.approx(m.score)
+    diff = m.image.astype(float) - x.astype(float)
+    assert np.abs(diff).max() <= m.a * 255 + 0.5
+
+
+def test_noise_for_an_invisible_target_is_nearly_nothing() -> None:
+    x = artwork()
+    m = ev.match_noise(x, 100.0)
+    assert m.matched and m.a * 255 < 1
+
+
+def test_unreachable_target_is_reported_not_hung() -> None:
+    m = ev.match_noise(artwork(), -1000.0)
+    assert not m.matched and m.evaluations <= 30
+
+
+@pytest.mark.parametrize("transform", ["none", "jpeg85", "resize-jpeg"])
+def test_latent_shift_and_gain_match_a_hand_computation(transform: str) -> None:
+    x = artwork()
+    rng = np.random.default_rng(1)
+    # A protected image: a low-frequency colour shift (moves block means) plus fine noise.
+    yy, xx = np.mgrid[0 : x.shape[0], 0 : x.shape[1]]
+    wave = 6 * np.sin(xx / 5.0)[:, :, None] * np.array([1.0, -1.0, 0.5])
+    xp = np.clip(x + wave + rng.normal(0, 1, x.shape), 0, 255).astype(np.uint8)
+    ref = ev.ImageReference(x, toy_model(), [transform])
+    rec = ev.score_image(ref, xp, damage=True)
+
+    px, pxp = pt.apply(transform, x), pt.apply(transform, xp)
+    xn = ev.noise_image(x, rec["noise"]["a"], ev.unit_noise(x.shape))
+    pxn = pt.apply(transform, xn)
+    z, zp, zn = block_mean(px), block_mean(pxp), block_mean(pxn)
+    s_p = ((zp - z) ** 2).sum() / (z**2).sum()
+    s_n = ((zn - z) ** 2).sum() / (z**2).sum()
+    row = rec["transforms"][transform]
+    assert row["S"] == pytest.approx(s_p, rel=1e-4)
+    assert row["S_noise"] == pytest.approx(s_n, rel=1e-4)
+    assert row["G"] == pytest.approx(s_p / s_n, rel=1e-3)
+
+    # C with the toy decoder (nearest upsampling of block means), by hand.
+    def recon_psnr(zz: np.ndarray) -> float:
+        up = np.repeat(np.repeat(zz.transpose(1, 2, 0), 8, axis=0), 8, axis=1)
+        target = ev.crop8(px).astype(np.float64) / 255
+        return 10 * math.log10(1 / np.mean((up - target) ** 2))
+
+    c_p = recon_psnr(z) - recon_psnr(zp)
+    c_n = recon_psnr(z) - recon_psnr(zn)
+    assert row["C"] == pytest.approx(c_p, abs=1e-3)
+    assert row["dC"] == pytest.approx(c_p - c_n, abs=1e-3)
+    assert abs(rec["noise"]["ssimulacra2"] - rec["visibility"]["ssimulacra2"]) <= 0.5
+
+
+def test_visibility_numbers() -> None:
+    x = artwork()
+    xp = x.copy()
+    xp[0, 0, 0] ^= 4
+    vis = ev.visibility(x, xp)
+    assert vis.psnr == pytest.approx(10 * math.log10(255**2 / (16 / x.size)))
+    assert 0.99 < vis.ssim < 1.0 and vis.ssimulacra2 > 90
+    assert ev.ssim(x, x) == pytest.approx(1.0)
+
+
+def test_sizes_must_match() -> None:
+    with pytest.raises(ev.EvaluationError, match="differ in size"):
+        ev.visibility(artwork(96, 112), artwork(96, 104))
+
+
+def test_gain_edge_cases() -> None:
+    assert ev.gain(0.2, 0.1) == pytest.approx(2.0)
+    assert ev.gain(0.0, 0.0) == 1.0
+    assert math.isinf(ev.gain(0.1, 0.0))
+
+
+def test_transparency_is_composited_over_grey() -> None:
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[:8, :, :] = [255, 0, 0, 255]  # opaque red top half, transparent bottom half
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    rgb = ev.decode_rgb(buf.getvalue())
+    assert rgb.shape == (16, 16, 3)
+    assert (rgb[:8] == [255, 0, 0]).all() and (rgb[8:] == 128).all()
+
+
+def test_bad_image_bytes_raise_a_typed_error() -> None:
+    with pytest.raises(ev.EvaluationError, match="cannot decode"):
+        ev.decode_rgb(b"not an image")
+
+
+def test_summarize_medians_and_share_under_60() -> None:
+    def record(s2: float, g: float) -> dict:
+        return {
+            "visibility": {"ssimulacra2": s2, "psnr": 40.0, "ssim": 0.9},
+            "noise": {"matched": True},
+            "transforms": {"jpeg85": {"S": 1.0, "S_noise": 1.0 / g, "G": g}},
+        }
+
+    s = ev.summarize([record(50, 1.0), record(70, 3.0), record(80, 2.0), record(90, 10.0)])
+    assert s.n == 4 and s.ssimulacra2 == 75 and s.share_under_60 == 0.25
+    assert s.transforms["jpeg85"]["G"] == 2.5
+
+
+def test_onnx_backend_matches_torch() -> None:
+    torch.manual_seed(0)
+    enc, dec = taef2_encoder(n=8).eval(), taef2_decoder(n=8).eval()
+    with torch.no_grad():
+        for p in [*enc.parameters(), *dec.parameters()]:
+            p.mul_(0.5)  # keep the random net's activations in a sane range
+    paths = ev.export_for_workers(enc, dec)
+    x = artwork(40, 48)
+    a = ev.LatentModel(enc, dec, threads=1)
+    b = ev.LatentModel(None, None, threads=1, onnx_paths=paths)
+    za, zb = a.encode(x), b.encode(x)
+    assert za.shape == (1, 32, 5, 6)
+    np.testing.assert_allclose(za, zb, atol=1e-4)
+    np.testing.assert_allclose(a.decode(za), b.decode(zb), atol=1e-4)
+    assert b.has_decoder
+
+
+def test_quick_gain_on_a_random_small_encoder() -> None:
+    torch.manual_seed(0)
+    enc = taef2_encoder(n=8).eval()
+    pattern = (np.indices((256, 256)).sum(0) % 4 < 2).astype(np.float32)[:, :, None] * 2 - 1
+
+    def protect(x: np.ndarray) -> np.ndarray:
+        return np.clip(x + 4 / 255 * pattern[: x.shape[0], : x.shape[1]], 0, 1)
+
+    out = ev.quick_gain(protect, [artwork(seed=s) for s in range(2)], enc, threads=1)
+    assert out["n"] == 2
+    assert 0 < out["ssimulacra2"] < 100
+    assert set(out["G"]) == {"jpeg85", "resize-jpeg"}
+    assert all(g > 0 and math.isfinite(g) for g in out["G"].values())
