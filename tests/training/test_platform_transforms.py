@@ -25,7 +25,9 @@ def libjpeg_luma_dc(quality: int) -> int:
     return max(1, min(255, (16 * scale + 50) // 100))
 
 
-@pytest.mark.parametrize(("name", "quality"), [("jpeg85", 85), ("resize-jpeg", 80), ("noise-jpeg", 75)])
+@pytest.mark.parametrize(
+    ("name", "quality"), [("jpeg85", 85), ("resize-jpeg", 80), ("noise-jpeg", 75)]
+)
 def test_served_jpeg_quality_and_420_subsampling(name: str, quality: int) -> None:
     data = pt.served(name, smooth_image())
     assert data is not None
