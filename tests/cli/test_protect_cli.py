@@ -1,0 +1,206 @@
+"""`sfumato protect` and `sfumato inspect`: outputs, exit codes, refusals, JSON, progress."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from perturb import inspect_marker
+from proxy.cli import main
+from tests.engine import samples
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def tree(tmp_path: Path) -> Path:
+    src = tmp_path / "art"
+    (src / "2025" / "sketches").mkdir(parents=True)
+    (src / "cover.jpg").write_bytes(samples.jpeg_with_exif_and_icc())
+    (src / "2025" / "fox.png").write_bytes(samples.rgba_png())
+    (src / "2025" / "sketches" / "loop.gif").write_bytes(samples.gif_3_frames())
+    (src / "2025" / "notes.txt").write_text("not an image")
+    (src / ".hidden").mkdir()
+    (src / ".hidden" / "x.png").write_bytes(samples.grey_png())
+    return src
+
+
+def run(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_folders_are_protected_recursively_keeping_relative_paths(
+    tree: Path, tmp_path: Path, tiny_model: str, capsys
+) -> None:
+    out = tmp_path / "out"
+    code, stdout, _ = run("protect", str(tree), "-o", str(out), "--model", tiny_model,
+                          capsys=capsys)
+    assert code == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["2025/fox.png", "2025/sketches/loop.gif", "cover.jpg"]
+    for path in out.rglob("*.*"):
+        assert inspect_marker(path.read_bytes()).model_id == "tiny-test"
+    assert re.search(r"protected\s+3\n", stdout) and re.search(r"failed\s+0\n", stdout)
+    assert "summary" in stdout and "mean PSNR" in stdout and "time per image" in stdout
+
+
+def test_failures_are_listed_and_set_the_exit_status(tmp_path: Path, tiny_model: str, capsys):
+    good = tmp_path / "good.png"
+    bad = tmp_path / "bad.jpg"
+    good.write_bytes(samples.grey_png())
+    bad.write_bytes(samples.jpeg_with_exif_and_icc()[:500])
+    code, stdout, _ = run("protect", str(good), str(bad), "-o", str(tmp_path / "out"),
+                          "--model", tiny_model, capsys=capsys)
+    assert code == 1
+    assert (tmp_path / "out" / "good.png").exists()
+    assert not (tmp_path / "out" / "bad.jpg").exists()
+    failures = stdout.split("failures", 1)[1]
+    assert "bad.jpg" in failures and "truncated or damaged" in failures
+
+
+def test_existing_outputs_and_inputs_are_not_overwritten(tmp_path: Path, tiny_model: str, capsys):
+    src = tmp_path / "a.png"
+    src.write_bytes(samples.grey_png())
+    original = src.read_bytes()
+    code, stdout, _ = run("protect", str(src), "-o", str(tmp_path), "--model", tiny_model,
+                          capsys=capsys)
+    assert code == 1 and "overwrite the input" in stdout
+    assert src.read_bytes() == original
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"precious")
+    code, stdout, _ = run("protect", str(src), "-o", str(out), "--model", tiny_model,
+                          capsys=capsys)
+    assert code == 1 and "exists" in stdout
+    assert (out / "a.png").read_bytes() == b"precious"
+
+    code, _, _ = run("protect", str(src), "-o", str(out), "--model", tiny_model, "--overwrite",
+                     capsys=capsys)
+    assert code == 0
+    assert inspect_marker((out / "a.png").read_bytes()) is not None
+
+
+def test_json_report(tree: Path, tmp_path: Path, tiny_model: str, capsys) -> None:
+    (tree / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    code, stdout, stderr = run("protect", str(tree), "-o", str(tmp_path / "o"), "--json",
+                               "--model", tiny_model, "--strength", "high", capsys=capsys)
+    assert code == 1
+    doc = json.loads(stdout)  # nothing but JSON on stdout
+    assert doc["summary"]["files"] == 4
+    assert doc["summary"]["protected"] == 3 and doc["summary"]["failed"] == 1
+    assert doc["strength"] == 1.6 and doc["model"] == "tiny-test"
+    by_name = {Path(f["input"]).name: f for f in doc["files"]}
+    assert by_name["broken.png"]["error_type"] == "CorruptImage"
+    assert by_name["fox.png"]["ok"] and by_name["fox.png"]["format"] == "PNG"
+    assert by_name["fox.png"]["psnr"] > 30
+    assert "\r" not in stderr
+
+
+def test_no_ai_reservation_flag(tmp_path: Path, tiny_model: str, capsys) -> None:
+    src = tmp_path / "a.webp"
+    src.write_bytes(samples.webp_lossy())
+    code, _, _ = run("protect", str(src), "-o", str(tmp_path / "o"), "--model", tiny_model,
+                     "--no-ai-reservation", capsys=capsys)
+    assert code == 0
+    code, stdout, _ = run("inspect", str(tmp_path / "o" / "a.webp"), "--json", capsys=capsys)
+    entry = json.loads(stdout)[0]
+    assert entry["protected"] and not entry["ai_training_reserved"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--strength", "wild"], "unknown strength"), (["--jobs", "0"], "--jobs")],
+)
+def test_usage_errors_exit_2(tmp_path: Path, tiny_model: str, capsys, args, message) -> None:
+    src = tmp_path / "a.png"
+    src.write_bytes(samples.grey_png())
+    code, _, stderr = run("protect", str(src), "-o", str(tmp_path / "o"), "--model", tiny_model,
+                          *args, capsys=capsys)
+    assert code == 2 and message in stderr
+
+
+def test_missing_model_exit_2(tmp_path: Path, capsys) -> None:
+    code, _, stderr = run("protect", str(tmp_path), "-o", str(tmp_path / "o"), "--model",
+                          str(tmp_path / "missing.onnx"), capsys=capsys)
+    assert code == 2 and "missing.onnx" in stderr
+
+
+def test_missing_input_is_a_failure(tmp_path: Path, tiny_model: str, capsys) -> None:
+    code, stdout, _ = run("protect", str(tmp_path / "nope.png"), "-o", str(tmp_path / "o"),
+                          "--model", tiny_model, capsys=capsys)
+    assert code == 1 and "no such file" in stdout
+
+
+def test_parallel_jobs_give_the_same_files(tree: Path, tmp_path: Path, tiny_model: str, capsys):
+    run("protect", str(tree), "-o", str(tmp_path / "one"), "--model", tiny_model, capsys=capsys)
+    run("protect", str(tree), "-o", str(tmp_path / "two"), "--model", tiny_model, "--jobs", "3",
+        capsys=capsys)
+    for path in (tmp_path / "one").rglob("*.*"):
+        twin = tmp_path / "two" / path.relative_to(tmp_path / "one")
+        assert twin.read_bytes() == path.read_bytes()
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path: Path, tiny_model: str, monkeypatch, capsys):
+    src = tmp_path / "a.png"
+    src.write_bytes(samples.grey_png())
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    code = main(["protect", str(src), "-o", str(tmp_path / "o"), "--model", tiny_model])
+    assert code == 0
+    assert "[" in term.getvalue() and "1/1" in term.getvalue()
+
+
+def test_subprocess_non_tty_has_no_progress(tree: Path, tmp_path: Path, tiny_model: str) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "protect", str(tree), "-o", str(tmp_path / "o"),
+         "--model", tiny_model],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "1/3" not in proc.stderr
+    assert proc.stdout.count("ok ") == 3
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "inspect", str(tmp_path / "o" / "cover.jpg"),
+         str(tree / "cover.jpg"), str(tmp_path / "absent.png")],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+    )
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert "protected by Sfumato (model tiny-test" in lines[0] and "reserved: yes" in lines[0]
+    assert "not protected" in lines[1] and "reserved: no" in lines[1]
+    assert "cannot read" in lines[2]
+
+
+def test_inspect_text_and_json(tmp_path: Path, tiny_model: str, capsys) -> None:
+    from perturb import protect
+
+    marked = tmp_path / "m.gif"
+    marked.write_bytes(protect(samples.gif_3_frames(), model=tiny_model, strength="low").data)
+    other = tmp_path / "t.txt"
+    other.write_text("hello")
+    code, stdout, _ = run("inspect", str(marked), str(other), "--json", capsys=capsys)
+    assert code == 0
+    entries = json.loads(stdout)
+    assert entries[0]["protected"] and entries[0]["model"] == "tiny-test"
+    assert entries[0]["strength"] == 0.5 and entries[0]["format"] == "GIF"
+    assert entries[0]["date"]
+    assert entries[1]["format"] is None and not entries[1]["protected"]
+    code, stdout, _ = run("inspect", str(other), capsys=capsys)
+    assert "not a supported image" in stdout
