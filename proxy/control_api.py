@@ -209,7 +209,7 @@ async def defences(request: web.Request, handler: Handler) -> web.StreamResponse
             "method": request.method,
             "path": request.path,
             "status": response.status,
-            "client": client_id,
+            "client_id": client_id,
             "ms": round((time.perf_counter() - started) * 1000, 1),
         },
     )
@@ -335,7 +335,7 @@ async def post_pair(request: web.Request) -> web.Response:
             "run `sfumato pair` on the server and type the new code within 5 minutes",
         )
     client_id = find_client(ctx.store, token)
-    log.info("client paired", extra={"client": client_id})
+    log.info("client paired", extra={"client_id": client_id})
     return web.json_response({"token": token, "client_id": client_id}, status=201)
 
 

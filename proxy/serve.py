@@ -187,6 +187,10 @@ async def serve(
     except mitm_exceptions.OptionsError as exc:
         store.close()
         raise ServeError(f"invalid proxy option: {exc}") from exc
+    # mitmproxy loads scripts from a task; their options are declared once it has run.
+    deadline = time.monotonic() + 5
+    while opts.deferred and config.scripts and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     if opts.deferred:  # options nobody declared: a typo, or a script that failed to load
         store.close()
         raise ServeError(f"unknown option(s): {', '.join(sorted(opts.deferred))}")
