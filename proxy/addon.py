@@ -214,19 +214,28 @@ class Sfumato:
         if match is None:
             return
         size = len(flow.request.raw_content or b"")
-        if size > ctx.options.sfumato_body_limit:
-            self._refuse(flow, match, self._too_large(size), bytes_in=size)
-            return
-        if match.shape == "x_chunked":
-            await self._x_request(flow, match)
-            return
-        upload = UploadRequest.from_flow(flow.request)
         try:
+            if size > ctx.options.sfumato_body_limit:
+                raise self._too_large(size)
+            if match.shape == "x_chunked":
+                await self._x_request(flow, match)
+                return
+            upload = UploadRequest.from_flow(flow.request)
             rewrite = await self._in_pool(match.profile, rewrite_upload, match.shape, upload)
+            self._apply(flow, match, rewrite)
         except Refusal as refusal:
             self._refuse(flow, match, refusal, bytes_in=size)
-            return
-        self._apply(flow, match, rewrite)
+        except Exception as err:
+            # Fail closed: a bug must never let an enabled site's upload through unprotected
+            # (mitmproxy would log a hook's exception and forward the request).
+            log.exception("sfumato: handling an upload failed")
+            self._refuse(flow, match, refusal_from_engine_error(err), bytes_in=size)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        # Responses are never rewritten: stream them (downloads stay fast and unbuffered),
+        # except an X INIT answer, whose media id is read in `response`.
+        if flow.response is not None and _X_INIT not in flow.metadata:
+            flow.response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> None:
         init = flow.metadata.get(_X_INIT)
@@ -346,14 +355,15 @@ class Sfumato:
         try:
             step = chunked_upload.parse_step(upload.path, upload.body, upload.content_type)
         except chunked_upload.ChunkedUploadError as err:
-            self._refuse(flow, match, Refusal("bad-request", str(err), ""), bytes_in=0)
-            return
+            raise Refusal("bad-request", str(err), "retry the upload") from None
         try:
             await self._x_step(flow, match, upload, step)
-        except Refusal as refusal:
-            if step.media_id:
-                self.x_uploads.pop(step.media_id)
-            self._refuse(flow, match, refusal, bytes_in=len(upload.body))
+        except chunked_upload.ChunkedUploadError as err:
+            self.x_uploads.pop(step.media_id)
+            raise Refusal("bad-request", str(err), "retry the upload") from None
+        except Refusal:
+            self.x_uploads.pop(step.media_id)
+            raise
 
     async def _x_step(self, flow, match, upload: UploadRequest, step) -> None:
         limit = ctx.options.sfumato_body_limit

@@ -72,6 +72,11 @@ def sniff_other_image(data: bytes) -> str | None:
     return None
 
 
+def _looks_like_svg(data: bytes) -> bool:
+    head = data[:512].lstrip().lower()
+    return head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head)
+
+
 def is_image(data: bytes, declared_type: str | None = None) -> bool:
     """Whether bytes should be treated as an image: magic bytes, or a declared image type."""
     if sniff_supported(data) or sniff_other_image(data):
@@ -113,7 +118,7 @@ class ImageProtector:
 
     def __call__(self, data: bytes, exact_length: int | None = None) -> ImageResult:
         """Protect one image; raise `Refusal` if it cannot be protected."""
-        other = sniff_other_image(data)
+        other = sniff_other_image(data) or ("SVG" if _looks_like_svg(data) else None)
         if other and not sniff_supported(data):
             raise Refusal(
                 "unsupported-image",

@@ -546,3 +546,26 @@ async def test_broken_listener_does_not_break_uploads(sfumato, jpeg) -> None:
     body = multipart_body(file_field("upload_file", "a.jpg", "image/jpeg", jpeg))
     flow = await run(sfumato, make_flow("POST", DA_UPLOAD, body, content_type=MULTIPART_CT))
     assert flow.response is None and len(sfumato.outcomes) == 1
+
+
+async def test_a_bug_while_rewriting_fails_closed(sfumato, jpeg, monkeypatch) -> None:
+    def buggy(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("proxy.addon.rewrite_upload", buggy)
+    body = multipart_body(file_field("upload_file", "a.jpg", "image/jpeg", jpeg))
+    flow = await run(sfumato, make_flow("POST", DA_UPLOAD, body, content_type=MULTIPART_CT))
+    _refusal(flow, "engine-error")
+    assert flow.response.status_code == 500
+
+
+def test_responses_stream_except_x_init(sfumato) -> None:
+    flow = make_flow("GET", "https://www.deviantart.com/")
+    flow.response = http.Response.make(200, b"x")
+    sfumato.responseheaders(flow)
+    assert flow.response.stream is True
+    init = make_flow("POST", "https://upload.x.com/i/media/upload.json?command=INIT")
+    init.metadata["sfumato_x_init"] = object()
+    init.response = http.Response.make(200, b"{}")
+    sfumato.responseheaders(init)
+    assert not init.response.stream

@@ -389,6 +389,31 @@ async def test_other_requests_on_enabled_site_are_byte_exact(proxy, upstream, cl
     assert status == 200 and upstream.matching(t)[0].body == body
 
 
+async def test_other_traffic_flows_while_an_upload_is_protected(
+    proxy, upstream, client, slow_model
+) -> None:
+    """CPU work runs in the worker pool: the event loop keeps serving other requests."""
+    proxy.configure(sfumato_model=str(slow_model))
+    image = image_bytes(512, 512, "JPEG", seed=14)
+    body = multipart_body(file_field("upload_file", "a.jpg", "image/jpeg", image))
+    upload = asyncio.create_task(
+        send(proxy, client, "POST", f"{DA_UPLOAD}?t={token()}", body, content_type=MULTIPART_CT)
+    )
+    await asyncio.sleep(0.3)  # the upload is now in the pool
+    assert not upload.done()
+    async with aiohttp.ClientSession() as other:
+        started = asyncio.get_running_loop().time()
+        status, _, _ = await send(
+            proxy, other, "GET", f"https://www.deviantart.com/?t={token()}", b""
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+    assert status == 200
+    assert not upload.done(), "the GET must not have waited for the upload"
+    assert elapsed < 1.0
+    status, _, _ = await upload
+    assert status == 200
+
+
 # ----------------------------------------------------------------------- fault injection
 
 

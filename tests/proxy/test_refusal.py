@@ -1,0 +1,75 @@
+"""refusal: the browser's error response and the translation of engine errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import perturb
+from proxy.image_protection import ImageProtector, is_image, sniff_other_image
+from proxy.refusal import ERROR_HEADER, Refusal, refusal_from_engine_error, refusal_response
+
+
+def test_json_response_by_default_with_header_and_cors() -> None:
+    refusal = Refusal("signed-payload", "the payload is signed", "protect the file first")
+    resp = refusal_response(refusal, site_name="Cara", accept="*/*", origin="https://cara.app")
+    assert resp.status_code == 403
+    assert resp.headers[ERROR_HEADER] == "signed-payload"
+    assert resp.headers["access-control-allow-origin"] == "https://cara.app"
+    assert ERROR_HEADER in resp.headers["access-control-expose-headers"]
+    doc = json.loads(resp.content)
+    assert doc["code"] == "signed-payload" and doc["hint"] == "protect the file first"
+    assert "Cara" in doc["message"] and "signed" in doc["message"]
+
+
+def test_text_response_for_html_accept() -> None:
+    resp = refusal_response(
+        Refusal("timeout", "took too long", "retry"), site_name="X", accept="text/html"
+    )
+    assert resp.status_code == 504
+    assert resp.headers["content-type"].startswith("text/plain")
+    assert resp.text == "Sfumato did not send this upload to X: took too long\nWhat to do: retry\n"
+    assert "access-control-allow-origin" not in resp.headers
+
+
+def test_unknown_code_is_a_programming_error() -> None:
+    with pytest.raises(ValueError):
+        Refusal("whatever", "x")
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (perturb.CorruptImage("bad", "re-export"), "corrupt-image"),
+        (perturb.NotAnImage("no", "h"), "corrupt-image"),
+        (perturb.UnsupportedImage("cmyk", "h"), "unsupported-image"),
+        (perturb.ImageTooLarge("big", "h"), "image-too-large"),
+        (perturb.ProtectTimeout("slow", "h"), "timeout"),
+        (perturb.ModelUnavailable("gone", "h"), "model-error"),
+        (perturb.CannotFitLength("fit", "h"), "cannot-fit-length"),
+        (RuntimeError("bug"), "engine-error"),
+    ],
+)
+def test_engine_errors_map_to_codes(error: Exception, code: str) -> None:
+    refusal = refusal_from_engine_error(error)
+    assert refusal.code == code
+    assert refusal.message and refusal.hint
+
+
+def test_other_image_formats_are_recognised_and_refused() -> None:
+    heic = b"\x00\x00\x00\x18ftypheic" + b"\x00" * 40
+    assert sniff_other_image(heic) == "HEIF/AVIF"
+    assert sniff_other_image(b"II*\x00rest") == "TIFF"
+    assert is_image(heic) and is_image(b"whatever", "image/avif")
+    assert not is_image(b"plain text", "text/plain")
+    for data in (heic, b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>'):
+        with pytest.raises(Refusal) as info:
+            ImageProtector()(data)
+        assert info.value.code == "unsupported-image"
+
+
+def test_expired_deadline_refuses_before_protecting(jpeg) -> None:
+    with pytest.raises(Refusal) as info:
+        ImageProtector(deadline=0.0)(jpeg)
+    assert info.value.code == "timeout"
