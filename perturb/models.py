@@ -139,8 +139,10 @@ class Model:
                 f"model {self.path} returned shape {out.shape} for input {batch.shape}",
                 "the model does not follow the contract (same N×3×H×W out as in)",
             )
-        delta = out[0, :, :h, :w].transpose(1, 2, 0)
-        return np.nan_to_num(delta - rgb, nan=0.0, posinf=0.0, neginf=0.0)
+        delta = out[0, :, :h, :w].transpose(1, 2, 0) - rgb
+        if not np.isfinite(delta).all():  # a broken model must not write NaN into pixels
+            np.nan_to_num(delta, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        return delta
 
     def perturb(
         self,
@@ -169,7 +171,8 @@ class Model:
             if c == 1:
                 delta = (delta @ LUMA)[..., None]
             src = pixels[y0:y1].astype(np.float32)
-            src += delta * maxval
+            delta *= maxval
+            src += delta
             np.rint(src, out=src)
             np.clip(src, 0, maxval, out=src)
             out[y0:y1] = src.astype(pixels.dtype)
@@ -211,8 +214,11 @@ class Model:
             for j, (x0, x1) in enumerate(xs):
                 check_time()
                 delta = self.infer(tile_input(y0, y1, x0, x1), strength)
-                weight = wy[:, None] * _ramp(xs, j)[None, :]
-                acc[:, x0:x1] += delta * weight[..., None]
+                wx = _ramp(xs, j)
+                if len(ys) > 1 or len(xs) > 1:  # a single tile needs no blending
+                    delta *= wy[:, None, None]
+                    delta *= wx[None, :, None]
+                acc[:, x0:x1] += delta
             done = ys[i + 1][0] if i + 1 < len(ys) else y1
             finish(y0, done, acc[: done - y0])
             carry = acc[done - y0 :] if done < y1 else None
