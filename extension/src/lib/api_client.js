@@ -96,6 +96,9 @@ export class ApiClient {
   removeSite(id) {
     return this.request("DELETE", `/v1/sites/${encodeURIComponent(id)}`);
   }
+  updateSettings(changes) {
+    return this.request("PUT", "/v1/settings", { json: changes });
+  }
   activity(limit = 50) {
     return this.request("GET", `/v1/activity?limit=${Number(limit)}`);
   }

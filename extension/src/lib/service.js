@@ -228,7 +228,7 @@ export class Service {
       connection: s.connection,
       status: s.status,
       failMode: s.failMode,
-      defaultStrength: s.defaultStrength,
+      defaultStrength: (s.status && s.status.defaultStrength) || "default",
       routing: buildRoutingTable(s).mode,
       sites: s.sites,
       host,
@@ -236,6 +236,7 @@ export class Service {
       canAddSite: Boolean(host && !site && s.token),
       activity: site ? activityForSite(s.activity, site.id) : s.activity.slice(0, 10),
       badge: url ? badgeFor(url, s, this.now()).kind : "none",
+      problem: url ? badgeFor(url, s, this.now()).why || "" : "",
       lastNotification: s.lastNotification || null,
     };
   }
@@ -260,22 +261,28 @@ export class Service {
     this.refresh();
   }
 
+  /** The view for the tab (or URL) an intent names, or the global view. */
+  async viewFor(m) {
+    return this.view(m.tabId != null || m.url ? await this.tabUrl(m) : "");
+  }
+
   handlers() {
     return {
-      getState: async (m) => this.view(m.tabId != null || m.url ? await this.tabUrl(m) : ""),
+      getState: async (m) => this.viewFor(m),
       refresh: async (m) => {
         await this.refresh();
-        return this.view(m.tabId != null || m.url ? await this.tabUrl(m) : "");
+        return this.viewFor(m);
       },
       setSite: async (m) => {
         await this.changeSite(String(m.siteId), { enabled: m.enabled, strength: m.strength });
-        return this.view(m.tabId != null || m.url ? await this.tabUrl(m) : "");
+        return this.viewFor(m);
       },
       addSite: async (m) => {
         const host = hostOfUrl(await this.tabUrl(m));
         if (!host) throw new TypeError(this.t("errorNoSiteHere"));
         const pattern = customSiteHost(host);
-        const site = { id: customSiteId(pattern), name: pattern, hosts: [pattern], enabled: true, strength: this.state.defaultStrength };
+        // No strength: a new site follows the default strength (options page).
+        const site = { id: customSiteId(pattern), name: pattern, hosts: [pattern], enabled: true };
         try {
           await this.client().addSite(site);
         } catch (err) {
@@ -314,11 +321,15 @@ export class Service {
           if (!FAIL_MODES.includes(m.failMode)) throw new TypeError(`fail mode must be one of ${FAIL_MODES.join(", ")}`);
           changes.failMode = m.failMode;
         }
-        if (m.defaultStrength !== undefined) changes.defaultStrength = checkStrength(m.defaultStrength);
         if (m.apiBase !== undefined) changes.apiBase = normalizeApiBase(m.apiBase);
         await this.save(changes);
+        if (m.defaultStrength !== undefined) {
+          // The default strength lives in the backend: sites without their own strength use it.
+          await this.client().updateSettings({ strength: checkStrength(m.defaultStrength) });
+          await this.refresh();
+        }
         await this.sync();
-        return this.view("");
+        return this.viewFor(m);
       },
       previewAuth: async () => ({ apiBase: this.state.apiBase, token: this.state.token, loopback: isLoopbackBase(this.state.apiBase) }),
     };

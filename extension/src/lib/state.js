@@ -32,7 +32,6 @@ export function defaultState() {
     status: null,
     sites: [],
     failMode: "block",
-    defaultStrength: "default",
     activity: [],
     activityCursor: null,
     refusedAt: {},
@@ -70,14 +69,19 @@ export function nextConnection(prev, event, now) {
   return { state, detail, since: now };
 }
 
-function asStrength(value) {
-  if (typeof value === "number" && Number.isFinite(value)) return value;
-  return STRENGTHS.includes(value) ? value : "default";
+function asStrength(value, fallback) {
+  if (typeof value === "number" && Number.isFinite(value)) return String(value);
+  if (typeof value === "string" && (STRENGTHS.includes(value) || Number.isFinite(Number.parseFloat(value)))) return value;
+  return fallback;
 }
 
-/** Sites from `GET /v1/sites` (a list, or {"sites": [...]}) in one shape; junk entries dropped. */
+/**
+ * Sites from `GET /v1/sites` ({"sites": [...], "defaults": {...}} or a bare list) in one shape;
+ * junk entries dropped. A site without its own strength shows the backend's default strength.
+ */
 export function normalizeSites(payload) {
   const list = Array.isArray(payload) ? payload : payload && Array.isArray(payload.sites) ? payload.sites : [];
+  const fallback = asStrength(payload && payload.defaults && payload.defaults.strength, "default");
   return list
     .filter((s) => s && typeof s.id === "string" && s.id)
     .map((s) => ({
@@ -85,7 +89,7 @@ export function normalizeSites(payload) {
       name: typeof s.name === "string" && s.name ? s.name : s.id,
       hosts: siteHosts(s),
       enabled: Boolean(s.enabled),
-      strength: asStrength(s.strength),
+      strength: asStrength(s.strength, fallback),
       custom: Boolean(s.custom ?? s.builtin === false),
     }));
 }
@@ -126,6 +130,7 @@ export function normalizeStatus(status) {
     proxyState: typeof proxy.state === "string" ? proxy.state : proxy.running === false ? "stopped" : "running",
     caFingerprint: String(ca.fingerprint || ca.sha256 || status.ca_fingerprint || ""),
     caTrusted: typeof ca.trusted === "boolean" ? ca.trusted : null,
+    defaultStrength: asStrength(status.defaults && status.defaults.strength, "default"),
   };
 }
 

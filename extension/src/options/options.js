@@ -196,7 +196,10 @@ async function preview(file) {
     fact(dl, t("numMaxAbs"), String(stats.maxAbs));
     fact(dl, t("numChanged"), `${(stats.changedShare * 100).toFixed(1)} %`);
     fact(dl, t("numTime"), `${Math.round(elapsed)} ms`);
-    for (const [name, value] of Object.entries(result.metrics)) fact(dl, `X-Sfumato-${name}`, value);
+    const labels = { model: "numModel", psnr: "numServerPsnr", strength: "numStrength", timings: "numTimings" };
+    for (const [name, value] of Object.entries(result.metrics)) {
+      fact(dl, labels[name] ? t(labels[name]) : `X-Sfumato-${name}`, name === "psnr" && value !== "inf" ? `${value} dB` : value);
+    }
     $("preview").hidden = false;
     dl.hidden = false;
     say("preview-status", t("previewDone"), "ok");

@@ -72,7 +72,7 @@ export function fakeBackend() {
     up: true,
     token: "tok-123",
     code: "424242",
-    status: { version: "0.1.0", model: { id: "tiny" }, proxy: { host: "127.0.0.1", port: 18080 }, ca: { fingerprint: "AA:BB" } },
+    status: { version: "0.1.0", model: { id: "tiny" }, proxy: { address: "127.0.0.1:18080", state: "running" }, ca: { fingerprint: "AA:BB" }, defaults: { strength: "default" } },
     sites: [
       { id: "tumblr", name: "Tumblr", hosts: ["www.tumblr.com", "tumblr.com"], enabled: false, strength: "default" },
       { id: "bluesky", name: "Bluesky", hosts: ["bsky.app"], upload_hosts: ["*.host.bsky.network"], enabled: false, strength: "default" },
@@ -92,10 +92,12 @@ export function fakeBackend() {
     }
     if ((init.headers || {}).Authorization !== `Bearer ${backend.token}`) return json(401, { error: "unauthorized" });
     if (u.pathname === "/v1/status") return json(200, backend.status);
-    if (u.pathname === "/v1/sites" && method === "GET") return json(200, { sites: backend.sites });
+    if (u.pathname === "/v1/sites" && method === "GET") return json(200, { sites: backend.sites, defaults: backend.status.defaults });
     if (u.pathname === "/v1/sites" && method === "POST") {
       const site = JSON.parse(init.body);
-      backend.sites.push({ ...site, custom: true });
+      const unknown = Object.keys(site).filter((k) => !["id", "name", "hosts", "enabled"].includes(k));
+      if (unknown.length) return json(400, { error: "unknown_field", message: `unknown field(s): ${unknown}` });
+      backend.sites.push({ ...site, builtin: false, strength: null });
       return json(201, site);
     }
     const m = /^\/v1\/sites\/([^/]+)$/.exec(u.pathname);
@@ -104,6 +106,10 @@ export function fakeBackend() {
       if (!site) return json(404, { error: "no such site" });
       Object.assign(site, JSON.parse(init.body));
       return json(200, site);
+    }
+    if (u.pathname === "/v1/settings" && method === "PUT") {
+      Object.assign(backend.status.defaults, JSON.parse(init.body));
+      return json(200, backend.status.defaults);
     }
     if (u.pathname === "/v1/activity") return json(200, { events: backend.events });
     return json(404, { error: "not found" });

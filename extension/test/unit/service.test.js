@@ -137,6 +137,9 @@ test("'Protect this site' adds an enabled custom site for the tab's host", async
   assert.equal(answer.value.site.id, "custom-my-art-example");
   assert.equal(answer.value.site.enabled, true);
   assert.equal((await service.route({ type: "addSite", url: "chrome://extensions" })).ok, false);
+  const high = await service.route({ type: "setOptions", defaultStrength: "high", tabId: 9 });
+  assert.equal(high.value.defaultStrength, "high");
+  assert.equal(high.value.site.strength, "high", "the custom site follows the backend default");
 });
 
 test("Firefox: proxy.onRequest answers from the same table", async (t) => {

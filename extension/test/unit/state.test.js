@@ -56,8 +56,10 @@ test("sites are normalised from a list or an object; junk is dropped; hosts incl
   assert.equal(SITES.length, 3);
   assert.deepEqual(SITES[2].hosts, ["bsky.app", "*.host.bsky.network"]);
   assert.equal(SITES[2].strength, "default", "a missing strength is the default preset");
-  const fromList = normalizeSites([{ id: "a", hosts: ["a.com"], strength: 1.3, custom: true }, { name: "no id" }, null, "x"]);
-  assert.deepEqual(fromList, [{ id: "a", name: "a", hosts: ["a.com"], enabled: false, strength: 1.3, custom: true }]);
+  const fromList = normalizeSites([{ id: "a", hosts: ["a.com"], strength: 1.3, builtin: false }, { name: "no id" }, null, "x"]);
+  assert.deepEqual(fromList, [{ id: "a", name: "a", hosts: ["a.com"], enabled: false, strength: "1.3", custom: true }]);
+  const inherited = normalizeSites({ sites: [{ id: "b", hosts: [], strength: null }], defaults: { strength: "high" } });
+  assert.equal(inherited[0].strength, "high", "a site without its own strength shows the default");
   assert.deepEqual(normalizeSites(null), []);
   assert.deepEqual(normalizeSites({ sites: "nope" }), []);
 });
@@ -74,7 +76,15 @@ test("the proxy address is read from the status in its plausible shapes", () => 
 
 test("status normalisation keeps what the UI shows", () => {
   const s = normalizeStatus({ version: "0.1.0", model: { id: "m1" }, proxy: { host: "h", port: 1, state: "running" }, ca: { fingerprint: "AB:CD", trusted: false } });
-  assert.deepEqual(s, { version: "0.1.0", modelId: "m1", proxy: { host: "h", port: 1 }, proxyState: "running", caFingerprint: "AB:CD", caTrusted: false });
+  assert.deepEqual(s, {
+    version: "0.1.0",
+    modelId: "m1",
+    proxy: { host: "h", port: 1 },
+    proxyState: "running",
+    caFingerprint: "AB:CD",
+    caTrusted: false,
+    defaultStrength: "default",
+  });
   assert.equal(normalizeStatus("x"), null);
 });
 

@@ -1,0 +1,204 @@
+// End to end in real headless Chromium: the unpacked extension, the real `sfumato serve` (tiny
+// test model), and a local HTTPS double of Tumblr's upload form reached offline. Pair through the
+// options page, switch protection in the popup, upload through the page, and check what the
+// site receives. Screenshots of the popup and options page go to SCREENSHOT_DIR.
+
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { SITE_HOST, spkiHash, startArtSite } from "./support/art_site.js";
+import { backendAvailable, buildFixtures, pairingCode, startServe } from "./support/backend.js";
+import { chromiumAvailable, launchWithExtension } from "./support/browser.js";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const EXTENSION = path.resolve(HERE, "..", "..", "src");
+const SCREENSHOTS = path.resolve(process.env.SCREENSHOT_DIR || path.join(HERE, "..", "..", "test-results"));
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+const pngSize = (buf) => ({ width: buf.readUInt32BE(16), height: buf.readUInt32BE(20) });
+
+async function waitFor(what, fn, timeoutMs = 20000, everyMs = 250) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 }, () => {
+  let tmp, fixtures, site, serve, browser, page, popup, tabId;
+
+  /** The live service worker (MV3 may have restarted it). */
+  async function worker() {
+    const [sw] = browser.context.serviceWorkers();
+    return sw || browser.context.waitForEvent("serviceworker", { timeout: 10000 });
+  }
+
+  async function openPopup() {
+    if (!popup) {
+      popup = await browser.context.newPage();
+      await popup.setViewportSize({ width: 360, height: 620 });
+    }
+    await popup.goto(`chrome-extension://${browser.extensionId}/popup/popup.html?tab=${tabId}`);
+    await popup.waitForSelector("body[data-ready=true]");
+    return popup;
+  }
+
+  async function setProtection(on) {
+    const p = await openPopup();
+    const power = p.locator("#power");
+    if ((await power.getAttribute("aria-checked")) !== String(on)) await power.click();
+    await p.waitForSelector(`#power[aria-checked="${on}"]`);
+  }
+
+  /** Upload a file through the site's own form; returns {status, error} as the page saw it. */
+  async function upload(file) {
+    const n = Number(await page.getAttribute("#result", "data-n"));
+    await page.setInputFiles("#file", file);
+    await page.click("button[type=submit]");
+    await page.waitForSelector(`#result[data-n="${n + 1}"]`, { timeout: 30000 });
+    return { status: await page.getAttribute("#result", "data-status"), error: await page.getAttribute("#result", "data-error") };
+  }
+
+  before(async () => {
+    assert.ok(chromiumAvailable(), "Chromium is missing: run `make browser` (Debian's chromium package)");
+    assert.ok(backendAvailable(), "the project's .venv with `sfumato` is missing: run `make test-python` or create it");
+    tmp = mkdtempSync(path.join(os.tmpdir(), "sfumato-e2e-"));
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    fixtures = await buildFixtures(tmp);
+    site = await startArtSite(tmp);
+    serve = await startServe({ dataDir: path.join(tmp, "data"), model: fixtures.model, upstream: `127.0.0.1:${site.port}` });
+    browser = await launchWithExtension(EXTENSION, {
+      // Direct connections to the site (protection off) reach the local double; proxied ones go
+      // to mitmproxy, which redirects upstream itself.
+      hostRules: `MAP ${SITE_HOST}:443 127.0.0.1:${site.port}`,
+      spki: [spkiHash(site.cert), spkiHash(serve.caPem)],
+    });
+  });
+
+  after(async () => {
+    await browser?.context.close().catch(() => {});
+    await serve?.stop();
+    await site?.close();
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+    if (browser) rmSync(browser.profile, { recursive: true, force: true });
+  });
+
+  it("pairs through the options page", async () => {
+    const options = await browser.context.newPage();
+    await options.goto(`chrome-extension://${browser.extensionId}/options/options.html`);
+    await options.waitForSelector("body[data-ready=true]");
+    await options.fill("#api-base", serve.api);
+    await options.fill("#pair-code", await pairingCode(path.join(tmp, "data")));
+    await options.click("#pair");
+    await options.waitForSelector('#connection-pill[data-tone="ok"]');
+    assert.equal(await options.textContent("#connection-pill"), "Connected");
+    await options.waitForSelector('#sites-body button[data-site="tumblr"]');
+    const stored = await (await worker()).evaluate(() => chrome.storage.local.get(["token", "apiBase"]));
+    assert.equal(stored.apiBase, serve.api);
+    assert.ok(stored.token, "the token is stored");
+    await options.close();
+  });
+
+  it("opens the site's upload form and finds it unprotected", async () => {
+    page = await browser.context.newPage();
+    await page.goto(`https://${SITE_HOST}/`);
+    const tabs = await (await worker()).evaluate((host) => chrome.tabs.query({ url: `https://${host}/*` }), SITE_HOST);
+    assert.equal(tabs.length, 1);
+    tabId = tabs[0].id;
+    const p = await openPopup();
+    assert.equal(await p.textContent("#site-name"), "Tumblr");
+    assert.equal(await p.getAttribute("#power", "aria-checked"), "false");
+    const proxy = await (await worker()).evaluate(() => chrome.proxy.settings.get({}));
+    assert.notEqual(proxy.value.mode, "pac_script", "nothing is routed while no site is protected");
+  });
+
+  it("protection on: the site receives a protected image", async () => {
+    await setProtection(true);
+    const proxy = await (await worker()).evaluate(() => chrome.proxy.settings.get({}));
+    assert.equal(proxy.value.mode, "pac_script");
+    assert.match(proxy.value.pacScript.data, /tumblr\.com/);
+    const original = readFileSync(fixtures.artwork);
+    const result = await upload(fixtures.artwork);
+    assert.equal(result.status, "201");
+    assert.equal(site.received.length, 1);
+    const got = site.received[0];
+    assert.ok(!got.equals(original), "the site must not receive the original bytes");
+    assert.ok(got.subarray(0, 8).equals(PNG_SIGNATURE), "still a PNG");
+    assert.deepEqual(pngSize(got), pngSize(original), "same dimensions");
+    const p = await openPopup();
+    await p.waitForSelector('#activity-list li[data-outcome="protected"]');
+    const badge = await (await worker()).evaluate((id) => chrome.action.getBadgeText({ tabId: id }), tabId);
+    assert.equal(badge, "on");
+  });
+
+  it("protection off: the site receives the original bytes", async () => {
+    await setProtection(false);
+    const result = await upload(fixtures.artwork);
+    assert.equal(result.status, "201");
+    assert.equal(site.received.length, 2);
+    assert.ok(site.received[1].equals(readFileSync(fixtures.artwork)), "byte-for-byte original");
+  });
+
+  it("a broken image is refused, never reaches the site, and a notification says why", async () => {
+    await setProtection(true);
+    const result = await upload(fixtures.broken);
+    assert.notEqual(result.status, "201");
+    assert.ok(result.error, "the refusal carries X-Sfumato-Error");
+    assert.equal(site.received.length, 2, "the site received nothing");
+    const sw = await worker();
+    const notes = await waitFor("the refusal notification", async () => {
+      const all = await (await worker()).evaluate(() => chrome.notifications.getAll());
+      return Object.keys(all).some((id) => id.startsWith("refused-")) ? all : null;
+    });
+    assert.ok(notes);
+    const { lastNotification } = await sw.evaluate(() => chrome.storage.local.get("lastNotification"));
+    assert.match(lastNotification.title, /Tumblr/);
+    assert.ok(lastNotification.message.length > 20, "the notification explains what to do");
+    const p = await openPopup();
+    await p.waitForSelector('#activity-list li[data-outcome="refused"]');
+    assert.equal(await (await worker()).evaluate((id) => chrome.action.getBadgeText({ tabId: id }), tabId), "!");
+    await p.screenshot({ path: path.join(SCREENSHOTS, "popup.png"), fullPage: true });
+  });
+
+  it("the options page previews original, protected and amplified difference", async () => {
+    const options = await browser.context.newPage();
+    await options.setViewportSize({ width: 1100, height: 900 });
+    await options.goto(`chrome-extension://${browser.extensionId}/options/options.html`);
+    await options.waitForSelector("body[data-ready=true]");
+    await options.setInputFiles("#preview-file", fixtures.preview);
+    await options.waitForSelector("#preview:not([hidden])", { timeout: 60000 });
+    const numbers = await options.$$eval("#preview-numbers dt", (dts) => Object.fromEntries(dts.map((dt) => [dt.textContent, dt.nextElementSibling.textContent])));
+    assert.equal(numbers["Model"], "tiny-e2e", "the engine's model id comes from X-Sfumato-Model");
+    assert.match(numbers["PSNR (as uploaded)"], /^\d+\.\d\d dB$/);
+    assert.match(numbers["PSNR (engine)"], /^\d+(\.\d+)? dB$/);
+    assert.equal(numbers["Size"], "480 × 320");
+    const diffLit = await options.$eval("#img-diff", (c) => {
+      const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      let lit = 0;
+      for (let i = 0; i < data.length; i += 4) if (data[i] || data[i + 1] || data[i + 2]) lit++;
+      return lit / (data.length / 4);
+    });
+    assert.ok(diffLit > 0.5, `the amplified difference shows the perturbation (${diffLit})`);
+    await options.screenshot({ path: path.join(SCREENSHOTS, "options.png"), fullPage: true });
+    await options.close();
+  });
+
+  it("backend gone: uploads to a protected site are blocked, not sent unprotected", async () => {
+    await serve.stop();
+    await (await worker()).evaluate(() => globalThis.sfumato.refresh());
+    const p = await openPopup();
+    await p.waitForSelector("#unreachable-section:not([hidden])");
+    const before = site.received.length;
+    const result = await upload(fixtures.artwork);
+    assert.equal(result.status, "network-error");
+    assert.equal(site.received.length, before, "nothing reached the site");
+    await p.screenshot({ path: path.join(SCREENSHOTS, "popup-unreachable.png"), fullPage: true });
+  });
+});
