@@ -55,10 +55,12 @@ test-python: $(VENV)/.installed lint
 test-train: $(TRAIN_VENV)/.installed
 	$(TRAIN_VENV)/bin/pytest -q tests/training
 
-# Debian's Chromium for the extension's end-to-end test (Playwright cannot download its own here).
+# Debian's Chromium for the extension's end-to-end test (Playwright cannot download its own
+# here; playwright-core drives /usr/bin/chromium over CDP, so no chromium-driver is needed).
 browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# Unit tests (node --test), web-ext lint, then the end-to-end test (Chromium + sfumato serve).
 test-extension: $(VENV)/.installed browser
 	cd extension && npm ci --no-audit --no-fund && npm test
 
