@@ -46,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="a mitmproxy option (repeatable), as with mitmdump --set, e.g. proxyauth=@htpasswd",
     )
+    p.add_argument(
+        "--model",
+        help="protection model id or .onnx path (same as --set sfumato_model=...; default: "
+        "$SFUMATO_MODEL, else the shipped model)",
+    )
     p.add_argument("--grace", type=float, default=5.0, help="seconds to finish uploads on stop")
     p.add_argument("-v", "--verbose", action="store_true", help="also log mitmproxy's events")
     p.set_defaults(func=run)
@@ -64,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         api_port=args.api_port,
         api_names=args.api_name,
         scripts=args.scripts,
-        sets=args.sets,
+        sets=args.sets + ([f"sfumato_model={args.model}"] if args.model else []),
         grace=args.grace,
     )
     try:

@@ -44,7 +44,14 @@ def sfumato_command() -> list[str]:
 class Server:
     """One `sfumato serve` subprocess and the facts a test needs about it."""
 
-    def __init__(self, data_dir: Path, model: Path, upstream_ca: Path, upstream_port: int):
+    def __init__(
+        self,
+        data_dir: Path,
+        model: Path,
+        upstream_ca: Path,
+        upstream_port: int,
+        *extra: str,
+    ):
         self.data_dir = data_dir
         self.proxy_port = free_port()
         self.api_port = free_port()
@@ -61,6 +68,7 @@ class Server:
             "--set", "connection_strategy=lazy",
             "--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}",
             "--grace", "3",
+            *extra,
         ]  # fmt: skip
         self.proc: subprocess.Popen[str] | None = None
 
@@ -104,9 +112,9 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
-async def curl_upload(server: Server, bundle: Path, image: Path) -> tuple[int, str]:
+async def curl_upload(server: Server, bundle: Path, image: Path, *extra: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        "curl", "-sS", "--max-time", "30",
+        "curl", "-sS", "--max-time", "30", *extra,
         "--proxy", f"http://127.0.0.1:{server.proxy_port}",
         "--cacert", str(bundle),
         "-F", f"file=@{image};type=image/png",
@@ -268,3 +276,92 @@ async def test_serve_refuses_open_proxy_without_auth(tmp_path: Path, tiny_model:
     )  # fmt: skip
     assert result.returncode == 2 and "proxyauth" in result.stderr
     assert not (tmp_path / "d").exists()  # refused before creating anything
+
+
+async def enable_deviantart(server: Server) -> dict[str, str]:
+    pair = run_cli("pair", "--data-dir", str(server.data_dir), "--json", env=server.env)
+    code = json.loads(pair.stdout)["code"]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{server.api}/v1/pair", json={"code": code, "client": "t"}) as r:
+            auth = {"Authorization": f"Bearer {(await r.json())['token']}"}
+        async with http.put(
+            f"{server.api}/v1/sites/deviantart", json={"enabled": True}, headers=auth
+        ) as r:
+            assert r.status == 200
+    return auth
+
+
+def write_bundle(server: Server, upstream_ca: Path, path: Path) -> Path:
+    path.write_bytes(
+        (server.data_dir / "mitmproxy-ca-cert.pem").read_bytes() + upstream_ca.read_bytes()
+    )
+    return path
+
+
+async def test_sigterm_lets_an_upload_in_flight_finish(tmp_path: Path):
+    from tests.proxy.conftest import build_slow_model
+
+    slow = build_slow_model(tmp_path / "slow")  # ~1-2 s per small image on 2 busy cores
+    upstream_ca, cert, key = make_test_pki(tmp_path)
+    site = UploadServer()
+    await site.start(cert, key)
+    image = tmp_path / "art.png"
+    image.write_bytes(png_bytes(192, 192, seed=3))
+    server = Server(tmp_path / "data", slow, upstream_ca, site.port, "--grace", "20")
+    try:
+        await server.start()
+        auth = await enable_deviantart(server)
+        bundle = write_bundle(server, upstream_ca, tmp_path / "bundle.pem")
+        upload = asyncio.ensure_future(curl_upload(server, bundle, image))
+        async with aiohttp.ClientSession() as http:
+            for _ in range(400):
+                async with http.get(f"{server.api}/v1/status", headers=auth) as r:
+                    if (await r.json())["proxy"]["in_flight"]:
+                        break
+                await asyncio.sleep(0.025)
+            else:
+                raise AssertionError("the upload never showed as in flight")
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        status, err = await upload
+        assert status == 200, err
+        [received] = site.matching("/deviation/submit")
+        sent, _ = file_part(received.body, received.headers["Content-Type"])
+        assert inspect_marker(sent) is not None  # protected, not cut off
+        out, err = await asyncio.to_thread(server.proc.communicate, timeout=30)
+        assert server.proc.returncode == 0, err
+        assert "in-flight requests abandoned" not in err
+    finally:
+        server.kill()
+        await site.stop()
+
+
+async def test_proxy_beyond_loopback_requires_proxy_auth(tmp_path: Path, tiny_model: Path):
+    upstream_ca, cert, key = make_test_pki(tmp_path)
+    site = UploadServer()
+    await site.start(cert, key)
+    image = tmp_path / "art.png"
+    image.write_bytes(png_bytes(32, 32))
+    server = Server(
+        tmp_path / "data", tiny_model, upstream_ca, site.port,
+        "--proxy-host", "0.0.0.0", "--api-host", "127.0.0.1",
+        "--set", "proxyauth=alice:s3cret-pass",
+    )  # fmt: skip
+    try:
+        await server.start()
+        bundle = write_bundle(server, upstream_ca, tmp_path / "bundle.pem")
+        denied = await asyncio.create_subprocess_exec(
+            "curl", "-s", "-o", "/dev/null", "-w", "%{http_connect}",
+            "--proxy", f"http://127.0.0.1:{server.proxy_port}", "--cacert", str(bundle),
+            UPLOAD_URL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await denied.communicate()
+        assert out.decode() == "407"
+        status, err = await curl_upload(server, bundle, image, "--proxy-user", "alice:s3cret-pass")
+        assert status == 200, err
+        assert len(site.received) == 1
+        code, _, _, err = server.terminate()
+        assert code == 0 and "s3cret" not in err
+    finally:
+        server.kill()
+        await site.stop()
