@@ -44,6 +44,7 @@ DEFAULT_TIMEOUT = 20
 DEFAULT_WORKERS = max(1, min(4, (os.cpu_count() or 2) // 2))
 # allow_hosts entry that matches no host: with no site enabled, intercept nothing.
 MATCH_NOTHING = "(?!)"
+STREAM_RESPONSES_OVER = 1024 * 1024
 _META = "sfumato_upload"
 _X_INIT = "sfumato_x_init"
 
@@ -232,9 +233,12 @@ class Sfumato:
             self._refuse(flow, match, refusal_from_engine_error(err), bytes_in=size)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        # Responses are never rewritten: stream them (downloads stay fast and unbuffered),
-        # except an X INIT answer, whose media id is read in `response`.
-        if flow.response is not None and _X_INIT not in flow.metadata:
+        # Responses are never rewritten: stream large ones (downloads stay fast and unbuffered).
+        # Small ones are left to mitmproxy's default; an X INIT answer is read in `response`.
+        if flow.response is None or _X_INIT in flow.metadata:
+            return
+        declared = flow.response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > STREAM_RESPONSES_OVER:
             flow.response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> None:

@@ -559,13 +559,18 @@ async def test_a_bug_while_rewriting_fails_closed(sfumato, jpeg, monkeypatch) ->
     assert flow.response.status_code == 500
 
 
-def test_responses_stream_except_x_init(sfumato) -> None:
-    flow = make_flow("GET", "https://www.deviantart.com/")
-    flow.response = http.Response.make(200, b"x")
+def test_large_responses_stream_except_x_init(sfumato) -> None:
+    big = b"x" * (2 * 1024 * 1024)
+    flow = make_flow("GET", "https://www.deviantart.com/download")
+    flow.response = http.Response.make(200, big)
     sfumato.responseheaders(flow)
     assert flow.response.stream is True
+    small = make_flow("GET", "https://www.deviantart.com/")
+    small.response = http.Response.make(200, b"x")
+    sfumato.responseheaders(small)
+    assert not small.response.stream
     init = make_flow("POST", "https://upload.x.com/i/media/upload.json?command=INIT")
     init.metadata["sfumato_x_init"] = object()
-    init.response = http.Response.make(200, b"{}")
+    init.response = http.Response.make(200, big)
     sfumato.responseheaders(init)
     assert not init.response.stream
