@@ -349,11 +349,17 @@ async def get_status(request: web.Request) -> web.Response:
     if ctx._trust_checked is None or now - ctx._trust_checked[0] > TRUST_RECHECK:
         ctx._trust_checked = (now, await asyncio.to_thread(_system_trusts_ca, ctx.data_dir))
     sites = ctx.store.sites(ctx.builtin_sites)
+    proxy = dict(ctx.proxy_status())
+    host, sep, port = str(proxy.get("address", "")).rpartition(":")
+    if sep and host.strip("[]") in ("0.0.0.0", "::"):
+        # Bound to every interface: the client reaches the proxy by the name it used for the API.
+        asked = host_name(request.headers.get("Host")) or "127.0.0.1"
+        proxy["address"] = f"[{asked}]:{port}" if ":" in asked else f"{asked}:{port}"
     return web.json_response(
         {
             "version": metadata.version("sfumato"),
             "model": ctx.model_info(),
-            "proxy": ctx.proxy_status(),
+            "proxy": proxy,
             "ca": {
                 "fingerprint": fingerprint,
                 "algorithm": "sha256",

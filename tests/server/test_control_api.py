@@ -144,6 +144,17 @@ async def test_configured_name_is_served(client: TestClient, ctx: ControlContext
     assert (await client.get("/v1/status", headers={**auth, "Host": "homeserver.lan"})).ok
 
 
+async def test_wildcard_proxy_address_is_reported_as_the_name_the_client_used(
+    client: TestClient, ctx: ControlContext, auth
+):
+    ctx.allowed_hosts = ctx.allowed_hosts | {"homeserver.lan"}
+    ctx.proxy_status = lambda: {"address": "0.0.0.0:8080", "state": "running"}
+    response = await client.get("/v1/status", headers={**auth, "Host": "homeserver.lan:8765"})
+    assert (await response.json())["proxy"]["address"] == "homeserver.lan:8080"
+    response = await client.get("/v1/status", headers={**auth, "Host": "[::1]:8765"})
+    assert (await response.json())["proxy"]["address"] == "[::1]:8080"
+
+
 @pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://localhost:8765"])
 async def test_web_origins_get_no_cors_and_are_refused(client: TestClient, auth, origin):
     preflight = await client.options(

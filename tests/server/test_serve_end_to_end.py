@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import bcrypt
 import pytest
 
 from perturb import inspect_marker
@@ -342,10 +343,12 @@ async def test_proxy_beyond_loopback_requires_proxy_auth(tmp_path: Path, tiny_mo
     await site.start(cert, key)
     image = tmp_path / "art.png"
     image.write_bytes(png_bytes(32, 32))
+    htpasswd = tmp_path / "htpasswd"  # as docs/self-hosting.md makes it
+    htpasswd.write_text(f"alice:{bcrypt.hashpw(b's3cret-pass', bcrypt.gensalt(4)).decode()}\n")
     server = Server(
         tmp_path / "data", tiny_model, upstream_ca, site.port,
         "--proxy-host", "0.0.0.0", "--api-host", "127.0.0.1",
-        "--set", "proxyauth=alice:s3cret-pass",
+        "--set", f"proxyauth=@{htpasswd}",
     )  # fmt: skip
     try:
         await server.start()
