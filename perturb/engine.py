@@ -69,6 +69,7 @@ class _Frame:
     duration: float | None = None
     disposal: int | None = None
     blend: int | None = None
+    pixels16: np.ndarray | None = None  # 16-bit colour PNG: the real pixels (image = high bytes)
 
 
 @dataclass
@@ -195,10 +196,16 @@ def _protect_opened(
     for index in range(n_frames):
         _check(deadline)
         t = time.perf_counter()
-        frame = _decode_frame(im, index, fmt, n_frames)
+        if params.get("png16"):
+            frame = _decode_png16(raw or b"", im)
+        else:
+            frame = _decode_frame(im, index, fmt, n_frames)
         timings["decode"] += time.perf_counter() - t
         t = time.perf_counter()
-        frame.image = _perturb_frame(frame.image, model, strength, deadline, stats, fmt)
+        if frame.pixels16 is not None:
+            _perturb_png16(frame, model, strength, deadline, stats, params.get("trns"))
+        else:
+            frame.image = _perturb_frame(frame.image, model, strength, deadline, stats, fmt)
         timings["infer"] += time.perf_counter() - t
         frames.append(frame)
     _check(deadline)
@@ -268,10 +275,15 @@ def _fidelity(im: Image.Image, raw: bytes | None, fmt: str, n_frames: int) -> di
             params["bit_depth"] = header[2]
             params["colour_type"] = header[3]
             if header[2] == 16 and header[3] in (2, 6):
-                raise UnsupportedImage(
-                    "16-bit colour PNGs are not supported yet (16-bit greyscale is)",
-                    "export the artwork as an 8-bit PNG",
-                )
+                if n_frames > 1:
+                    raise UnsupportedImage(
+                        "animated 16-bit colour PNGs are not supported",
+                        "export the animation with 8 bits per channel",
+                    )
+                params["png16"] = True
+                for ctype, payload in formats.png_chunks(raw or b""):
+                    if ctype == b"tRNS":
+                        params["trns"] = payload
         params["animated"] = n_frames > 1
         if n_frames > 1:
             params["loop"] = int(im.info.get("loop", 0))
@@ -310,6 +322,49 @@ def _decode_frame(im: Image.Image, index: int, fmt: str, n_frames: int) -> _Fram
         raise ImageTooLarge(f"the image is too large to decode safely: {exc}") from None
     except Exception as exc:
         raise CorruptImage(f"the {fmt} image data cannot be decoded: {_why(exc)}") from None
+
+
+def _decode_png16(raw: bytes, im: Image.Image) -> _Frame:
+    """16-bit colour PNG: Pillow keeps only the high byte of each sample, so decode twice — the
+    second time unpacking the low bytes (same unfiltering, little-endian unpacker) — and join."""
+    try:
+        im.load()
+        high = np.asarray(im)
+        low_image = Image.open(io.BytesIO(raw), formats=["PNG"])
+        tile = low_image.tile[0]
+        low_image.tile = [tile._replace(args=str(tile.args).replace(";16B", ";16L"))]
+        low = np.asarray(low_image)
+        if low.shape != high.shape:
+            raise ValueError("inconsistent 16-bit decode")
+        pixels = (high.astype(np.uint16) << 8) | low
+    except ProtectError:
+        raise
+    except Exception as exc:
+        raise CorruptImage(f"the 16-bit PNG image data cannot be decoded: {_why(exc)}") from None
+    return _Frame(im, pixels16=pixels)
+
+
+def _perturb_png16(
+    frame: _Frame,
+    model: Model,
+    strength: float,
+    deadline: float | None,
+    stats: _Stats,
+    trns: bytes | None,
+) -> None:
+    pixels = frame.pixels16
+    assert pixels is not None
+    colour = pixels[..., :3]
+    out = model.perturb(colour, strength, deadline=deadline)
+    if trns and len(trns) == 6 and pixels.shape[2] == 3:
+        key = tuple(int(v) for v in np.frombuffer(trns, dtype=">u2"))
+        _keep_colour_key(colour, out, key, 65535.0)
+    stats.add(colour, out, 65535.0)
+    if pixels.shape[2] == 4:
+        out = np.concatenate([out, pixels[..., 3:]], axis=2)  # alpha copied exactly
+    frame.pixels16 = out
+    mode = "RGBA" if out.shape[2] == 4 else "RGB"
+    frame.image = Image.fromarray((out >> 8).astype(np.uint8), mode)
 
 
 # --- perturbation per frame -----------------------------------------------------------------------
@@ -577,9 +632,17 @@ def _encode_png(frames: list[_Frame], meta: Metadata, params, packet: bytes, lev
             blend=0,
             default_image=False,
         )
+    if frames[0].pixels16 is not None:
+        kwargs.pop("transparency", None)
     buffer = io.BytesIO()
     first.save(buffer, "PNG", **kwargs)
-    return formats.png_insert_before_idat(buffer.getvalue(), formats.png_xmp_chunk(packet))
+    data = formats.png_insert_before_idat(buffer.getvalue(), formats.png_xmp_chunk(packet))
+    if frames[0].pixels16 is not None:
+        header, idat = formats.png16_image_data(frames[0].pixels16)
+        trns = params.get("trns")
+        before = [formats.png_chunk(b"tRNS", trns)] if trns else []
+        data = formats.png_replace_image_data(data, header, idat, before)
+    return data
 
 
 def _encode_webp(frames: list[_Frame], meta: Metadata, params, packet: bytes, quality) -> bytes:

@@ -8,6 +8,8 @@ import struct
 import zlib
 from collections.abc import Iterator
 
+import numpy as np
+
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 SUPPORTED = tuple(MIME)
 
@@ -339,3 +341,54 @@ def gif_insert_extension(data: bytes, block: bytes) -> bytes:
     """Insert an extension block before the first image/extension block."""
     pos = gif_blocks_start(data)
     return data[:pos] + block + data[pos:]
+
+
+def png16_image_data(pixels: np.ndarray) -> tuple[bytes, list[bytes]]:
+    """(IHDR payload, IDAT chunks) of a 16-bit RGB(A) PNG, "Up"-filtered, deflated.
+
+    Pillow cannot hold 16 bits per colour channel, so the engine writes these two parts itself
+    and lets Pillow write everything else (metadata chunks) around them.
+    """
+    height, width, channels = pixels.shape
+    colour_type = {3: 2, 4: 6}[channels]
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    compressor = zlib.compressobj(6)
+    parts: list[bytes] = []
+    previous = np.zeros(width * channels * 2, dtype=np.uint8)
+    for y0 in range(0, height, 256):
+        rows = pixels[y0 : y0 + 256].astype(">u2").reshape(-1, width * channels).view(np.uint8)
+        prior = np.vstack([previous[None], rows[:-1]])
+        filtered = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.uint8)
+        filtered[:, 0] = 2  # Up
+        np.subtract(rows, prior, out=filtered[:, 1:])  # uint8 arithmetic wraps mod 256
+        previous = rows[-1].copy()
+        parts.append(compressor.compress(filtered.tobytes()))
+    parts.append(compressor.flush())
+    stream = b"".join(parts)
+    chunk_size = 8 * 1024 * 1024
+    chunks = [png_chunk(b"IDAT", stream[i : i + chunk_size])
+              for i in range(0, len(stream), chunk_size)] or [png_chunk(b"IDAT", b"")]
+    return header, chunks
+
+
+def png_replace_image_data(
+    data: bytes, header: bytes, idat: list[bytes], before_idat: list[bytes]
+) -> bytes:
+    """`data` with its IHDR payload and IDAT chunks replaced (and chunks added before IDAT)."""
+    out = [PNG_SIGNATURE]
+    pos = len(PNG_SIGNATURE)
+    inserted = False
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        ctype = data[pos + 4 : pos + 8]
+        whole = data[pos : pos + 12 + length]
+        pos += 12 + length
+        if ctype == b"IHDR":
+            out.append(png_chunk(b"IHDR", header))
+        elif ctype in (b"IDAT", b"tRNS"):
+            if ctype == b"IDAT" and not inserted:
+                out += before_idat + idat
+                inserted = True
+        else:
+            out.append(whole)
+    return b"".join(out)
