@@ -13,8 +13,9 @@ export function localize(root, getMessage) {
       if (attr && text) el.setAttribute(attr, text);
     }
   }
-  const lang = getMessage("@@ui_locale");
-  if (lang) root.documentElement.lang = lang.replace("_", "-");
+  // The language the messages are in (not the UI locale, which may have no translation).
+  const lang = getMessage("htmlLang");
+  if (lang) root.documentElement.lang = lang;
 }
 
 /** Relative time for activity lists ("2 min ago") in the UI language. */

@@ -50,10 +50,17 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
     return popup;
   }
 
-  async function setProtection(on) {
+  async function setProtection(on, { keyboard = false } = {}) {
     const p = await openPopup();
     const power = p.locator("#power");
-    if ((await power.getAttribute("aria-checked")) !== String(on)) await power.click();
+    if ((await power.getAttribute("aria-checked")) !== String(on)) {
+      if (keyboard) {
+        await power.focus();
+        await p.keyboard.press("Space");
+      } else {
+        await power.click();
+      }
+    }
     await p.waitForSelector(`#power[aria-checked="${on}"]`);
   }
 
@@ -138,8 +145,10 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
     assert.equal(badge, "on");
   });
 
-  it("protection off: the site receives the original bytes", async () => {
-    await setProtection(false);
+  it("protection off (with the keyboard): the site receives the original bytes", async () => {
+    await setProtection(false, { keyboard: true });
+    const proxy = await (await worker()).evaluate(() => chrome.proxy.settings.get({}));
+    assert.notEqual(proxy.value.mode, "pac_script", "routing is dropped the moment the switch goes off");
     const result = await upload(fixtures.artwork);
     assert.equal(result.status, "201");
     assert.equal(site.received.length, 2);

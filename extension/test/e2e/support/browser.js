@@ -15,7 +15,7 @@ export function chromiumAvailable() {
  * for direct connections; `spki` lists certificate keys to accept (the test site's and the
  * Sfumato CA's, as a user who trusted the CA would).
  */
-export async function launchWithExtension(extensionDir, { hostRules = "", spki = [] } = {}) {
+export async function launchWithExtension(extensionDir, { hostRules = "", spki = [], lang = "en-US" } = {}) {
   const profile = mkdtempSync(path.join(os.tmpdir(), "sfumato-e2e-profile-"));
   const args = [
     "--headless=new",
@@ -27,6 +27,7 @@ export async function launchWithExtension(extensionDir, { hostRules = "", spki =
     "--disable-sync",
     `--disable-extensions-except=${extensionDir}`,
     `--load-extension=${extensionDir}`,
+    `--lang=${lang}`, // the UI language, which chrome.i18n follows
   ];
   if (hostRules) args.push(`--host-resolver-rules=${hostRules}`);
   if (spki.length) args.push(`--ignore-certificate-errors-spki-list=${spki.join(",")}`);
@@ -34,7 +35,7 @@ export async function launchWithExtension(extensionDir, { hostRules = "", spki =
     executablePath: CHROMIUM,
     headless: false, // the --headless=new flag above: the old headless mode has no extensions
     args,
-    locale: "en-US",
+    locale: lang,
     viewport: { width: 1100, height: 900 },
   });
   let [worker] = context.serviceWorkers();
