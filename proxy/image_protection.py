@@ -22,7 +22,6 @@ _SUPPORTED_MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 # Image formats the engine cannot protect: refused, never forwarded unprotected.
 _OTHER_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"BM", "BMP"),
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
     (b"\xff\x0a", "JPEG XL"),
@@ -64,6 +63,8 @@ def sniff_supported(data: bytes) -> str | None:
 
 def sniff_other_image(data: bytes) -> str | None:
     """An image format the engine cannot protect (HEIC, AVIF, TIFF, ...), by magic bytes."""
+    if _looks_like_bmp(data):
+        return "BMP"
     for magic, name in _OTHER_MAGIC:
         if data.startswith(magic):
             return name
@@ -77,11 +78,25 @@ def _looks_like_svg(data: bytes) -> bool:
     return head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head)
 
 
-def is_image(data: bytes, declared_type: str | None = None) -> bool:
-    """Whether bytes should be treated as an image: magic bytes, or a declared image type."""
-    if sniff_supported(data) or sniff_other_image(data):
+def _looks_like_bmp(data: bytes) -> bool:
+    # "BM", then size, two reserved zero words, pixel offset, and a known DIB header size:
+    # a text field starting with "BM" ("BMX art") must not count as an image.
+    if len(data) < 18 or not data.startswith(b"BM") or data[6:10] != b"\0\0\0\0":
+        return False
+    return int.from_bytes(data[14:18], "little") in (12, 40, 52, 56, 64, 108, 124)
+
+
+def is_image(data: bytes, declared_type: str | None = None, *, is_file: bool = True) -> bool:
+    """Whether bytes should be treated as an image: magic bytes, or a declared image type.
+
+    For a form field that is not a file (`is_file=False`, no declared type) only the formats
+    the engine protects count: their magic numbers are long enough not to occur in text.
+    """
+    if sniff_supported(data):
         return True
-    return bool(declared_type and declared_type.strip().lower().startswith("image/"))
+    if declared_type and declared_type.strip().lower().startswith("image/"):
+        return True
+    return is_file and sniff_other_image(data) is not None
 
 
 @dataclass

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 
 ENTITY_LENGTH = "x-entity-length"
+OFFSET = "offset"
 RUPLOAD_PARAMS = "x-instagram-rupload-params"
 
 
@@ -60,3 +61,15 @@ def rupload_params_with_size(params: str, width: int | None, height: int | None)
         return params
     compact = ", " not in params and ": " not in params
     return json.dumps(data, separators=(",", ":") if compact else (", ", ": "))
+
+
+def resumed_offset(headers: Mapping[str, str]) -> int:
+    """The byte offset of a resumed Instagram upload (`Offset` header), 0 for a whole file.
+
+    A resumed request carries only the tail of a file, which cannot be protected on its own.
+    An unreadable value counts as resumed (fail closed).
+    """
+    value = (headers.get(OFFSET) or "0").strip()
+    if not value.isdigit():
+        return -1
+    return int(value)

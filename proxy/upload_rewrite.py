@@ -130,7 +130,8 @@ def rewrite_multipart(
         ) from None
     tally = _Tally()
     for index, part in enumerate(form.parts):
-        if is_image(part.body, part.content_type):
+        is_file = part.filename is not None or part.content_type is not None
+        if is_image(part.body, part.content_type, is_file=is_file):
             form = form.with_body(index, tally.protect(protect, part.body))
         elif part.filename is None and part.body[:11].lower() == b"data:image/":
             new, _ = _data_urls(part.body, "text", tally, protect)
@@ -185,6 +186,14 @@ def rewrite_raw(
         raise Refusal("signed-payload", err.message, err.hint) from None
     tally = _Tally()
     rewrite = Rewrite(shape=shape)
+    offset = raw_body.resumed_offset(upload.headers)
+    if offset:
+        raise Refusal(
+            "unsupported-upload",
+            "this request resumes an interrupted upload: it carries only part of the file, "
+            "which Sfumato cannot protect on its own",
+            "start the upload again",
+        )
     if not is_image(payload, upload.content_type):
         return tally.finish(rewrite, report_empty=report_empty)
     exact = len(payload) if policy.exact_length else None
