@@ -34,7 +34,7 @@ from proxy.guidance import next_steps
 from proxy.listen_address import connect_host, is_loopback, port_free
 from proxy.live_settings import STORE_OPTIONS, ActivityRecorder, addon_options, builtin_sites
 from proxy.pairing import PairingThrottle
-from proxy.settings_store import SettingsStore
+from proxy.settings_store import SettingsStore, StoreUnavailable
 
 log = logging.getLogger("sfumato.serve")
 
@@ -166,9 +166,12 @@ async def serve(
     model = load_model_or_fail(model_spec)
 
     data_dir = ensure_private_dir(config.data_dir)
-    first_start = not database_path(data_dir).exists()
-    store = SettingsStore.open(database_path(data_dir))
-    ensure_ca(data_dir)
+    new_database = not database_path(data_dir).exists()
+    try:
+        store = SettingsStore.open(database_path(data_dir))
+    except StoreUnavailable as exc:
+        raise ServeError(str(exc)) from exc
+    first_start = ensure_ca(data_dir) or new_database
     builtin = builtin_sites()
 
     opts = options.Options(

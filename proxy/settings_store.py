@@ -97,7 +97,11 @@ class Conflict(Exception):
     """The change contradicts existing state (a built-in site cannot be deleted, ids are unique)."""
 
 
-class SchemaTooNew(RuntimeError):
+class StoreUnavailable(RuntimeError):
+    """The database cannot be opened; the message names the file and what to do."""
+
+
+class SchemaTooNew(StoreUnavailable):
     """The database was written by a newer Sfumato."""
 
 
@@ -290,9 +294,21 @@ class SettingsStore:
     @classmethod
     def open(cls, path: Path) -> SettingsStore:
         """Open (creating 0600 and migrating as needed) the database at `path`."""
-        conn = _connect(path)
+        try:
+            conn = _connect(path)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(
+                f"cannot open the settings database {path}: {exc}; check its owner and "
+                "permissions, or restore it from a backup of the data directory"
+            ) from exc
         try:
             migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreUnavailable(
+                f"cannot upgrade the settings database {path}: {exc}; restore it from a "
+                "backup of the data directory, or move it away to start afresh"
+            ) from exc
         except BaseException:
             conn.close()
             raise

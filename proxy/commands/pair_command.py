@@ -12,7 +12,7 @@ import time
 
 from proxy.data_dir import database_path, resolve_data_dir
 from proxy.pairing import CODE_TTL, issue_code
-from proxy.settings_store import NotFound, SettingsStore
+from proxy.settings_store import NotFound, SettingsStore, StoreUnavailable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +39,11 @@ def run(args: argparse.Namespace) -> int:
     if not 10 <= args.ttl <= 3600:
         print("sfumato pair: --ttl must be between 10 and 3600 seconds")
         return 2
-    store = SettingsStore.open(database_path(resolve_data_dir(args.data_dir)))
+    try:
+        store = SettingsStore.open(database_path(resolve_data_dir(args.data_dir)))
+    except StoreUnavailable as exc:
+        print(f"sfumato {args.command}: {exc}")
+        return 1
     try:
         if args.list:
             clients = store.clients()

@@ -9,7 +9,13 @@ import argparse
 import json
 
 from proxy.data_dir import database_path, resolve_data_dir
-from proxy.settings_store import Conflict, NotFound, SettingsError, SettingsStore
+from proxy.settings_store import (
+    Conflict,
+    NotFound,
+    SettingsError,
+    SettingsStore,
+    StoreUnavailable,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +51,11 @@ def run(args: argparse.Namespace) -> int:
     from proxy.live_settings import builtin_sites
 
     builtin = builtin_sites()
-    store = SettingsStore.open(database_path(resolve_data_dir(args.data_dir)))
+    try:
+        store = SettingsStore.open(database_path(resolve_data_dir(args.data_dir)))
+    except StoreUnavailable as exc:
+        print(f"sfumato {args.command}: {exc}")
+        return 1
     try:
         action = args.action or "list"
         if action == "enable" or action == "disable":

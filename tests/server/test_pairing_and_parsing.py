@@ -140,3 +140,26 @@ def test_serve_refuses_unsafe_or_conflicting_configs(tmp_path):
         else:
             raise AssertionError(sets)
     assert parse_set(["proxyauth=a:b=c", "x=1", "x=2"]) == {"proxyauth": "a:b=c", "x": "2"}
+
+
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?"
+
+
+@given(
+    st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,20}\Z"),
+    st.lists(st.from_regex(rf"\A(\*\.)?{_LABEL}(\.{_LABEL}){{0,3}}\Z"), min_size=1, max_size=3),
+)
+def test_every_custom_site_the_store_accepts_the_addon_accepts(site_id, hosts):
+    """A stored site the addon would reject would stop `serve` from starting: never store one."""
+    from proxy import site_profiles
+    from proxy.settings_store import SettingsError, validate_hosts, validate_site_id
+
+    try:
+        sid, clean = validate_site_id(site_id), validate_hosts(hosts)
+    except SettingsError:
+        return
+    if sid in site_profiles.BUILTIN_IDS:
+        return
+    entry = {"id": sid, "name": "N", "hosts": list(clean)}
+    [profile] = site_profiles.parse_custom_sites(json.dumps([entry]))
+    assert profile.hosts == clean

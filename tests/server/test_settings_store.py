@@ -20,6 +20,7 @@ from proxy.settings_store import (
     SchemaTooNew,
     SettingsError,
     SettingsStore,
+    StoreUnavailable,
     migrate,
     validate_hosts,
     validate_strength,
@@ -102,6 +103,13 @@ def test_newer_schema_is_refused(tmp_path: Path):
     conn.execute("PRAGMA user_version = 99")
     conn.close()
     with pytest.raises(SchemaTooNew, match="upgrade Sfumato"):
+        SettingsStore.open(path)
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path):
+    path = database_path(tmp_path)
+    path.write_bytes(b"this is a text file, not SQLite" * 100)
+    with pytest.raises(StoreUnavailable, match="restore it from a backup"):
         SettingsStore.open(path)
 
 
