@@ -44,7 +44,8 @@ function siteSwitch(site) {
   button.append(Object.assign(document.createElement("span"), { className: "switch-knob" }));
   button.addEventListener("click", async () => {
     if (!site.enabled && !(await ensureSiteAccess(ext, site.hosts))) {
-      say("pair-result", t("errorSiteAccess", [site.name]), "bad");
+      $("sites-result").hidden = false;
+      say("sites-result", t("errorSiteAccess", [site.name]), "bad");
       return;
     }
     intent("setSite", { siteId: site.id, enabled: !site.enabled });
@@ -96,12 +97,15 @@ function render(view) {
   );
 }
 
-async function intent(type, fields = {}) {
+/** Send an intent and render the answer; errors show next to the control that caused them. */
+async function intent(type, fields = {}, where = "sites-result") {
+  $(where).hidden = false;
+  say(where, "");
   try {
     render(await send(ext.runtime, type, fields));
     return true;
   } catch (err) {
-    say("pair-result", String(err.message || err), "bad");
+    say(where, String(err.message || err), "bad");
     return false;
   }
 }
@@ -124,7 +128,7 @@ async function pair(event) {
     }
   }
   say("pair-result", t("pairing"));
-  const ok = await intent("pair", { apiBase: base, code: $("pair-code").value });
+  const ok = await intent("pair", { apiBase: base, code: $("pair-code").value }, "pair-result");
   if (ok) {
     $("pair-code").value = "";
     say("pair-result", t("pairedOk"), "ok");
@@ -211,7 +215,7 @@ async function preview(file) {
 async function main() {
   localize(document, t);
   $("pair-form").addEventListener("submit", pair);
-  $("unpair").addEventListener("click", () => intent("unpair"));
+  $("unpair").addEventListener("click", () => intent("unpair", {}, "pair-result"));
   for (const radio of document.querySelectorAll('input[name="failMode"]')) {
     radio.addEventListener("change", () => intent("setOptions", { failMode: radio.value }));
   }
@@ -234,8 +238,8 @@ async function main() {
     drop.classList.remove("over");
     preview(e.dataTransfer.files[0]);
   });
-  await intent("getState");
-  if (current && current.paired) await intent("refresh");
+  await intent("getState", {}, "pair-result");
+  if (current && current.paired) await intent("refresh", {}, "pair-result");
   document.body.dataset.ready = "true";
 }
 

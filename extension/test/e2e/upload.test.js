@@ -4,7 +4,7 @@
 // site receives. Screenshots of the popup and options page go to SCREENSHOT_DIR.
 
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -15,7 +15,8 @@ import { chromiumAvailable, launchWithExtension } from "./support/browser.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const EXTENSION = path.resolve(HERE, "..", "..", "src");
-const SCREENSHOTS = path.resolve(process.env.SCREENSHOT_DIR || path.join(HERE, "..", "..", "test-results"));
+const RESULTS = path.resolve(HERE, "..", "..", "test-results");
+const SCREENSHOTS = path.resolve(process.env.SCREENSHOT_DIR || RESULTS);
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
 const pngSize = (buf) => ({ width: buf.readUInt32BE(16), height: buf.readUInt32BE(20) });
@@ -78,6 +79,7 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
     assert.ok(backendAvailable(), "the project's .venv with `sfumato` is missing: run `make test-python` or create it");
     tmp = mkdtempSync(path.join(os.tmpdir(), "sfumato-e2e-"));
     mkdirSync(SCREENSHOTS, { recursive: true });
+    mkdirSync(RESULTS, { recursive: true });
     fixtures = await buildFixtures(tmp);
     site = await startArtSite(tmp);
     serve = await startServe({ dataDir: path.join(tmp, "data"), model: fixtures.model, upstream: `127.0.0.1:${site.port}` });
@@ -92,6 +94,8 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
   after(async () => {
     await browser?.context.close().catch(() => {});
     await serve?.stop();
+    // Kept for a failing CI run: what the backend said (structured logs, no image bytes or tokens).
+    if (serve) writeFileSync(path.join(RESULTS, "serve.log"), serve.log());
     await site?.close();
     if (tmp) rmSync(tmp, { recursive: true, force: true });
     if (browser) rmSync(browser.profile, { recursive: true, force: true });
