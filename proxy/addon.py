@@ -159,10 +159,30 @@ class Sfumato:
                 old, self.pool = self.pool, WorkerPool(opts.sfumato_workers)
                 if old is not None:
                     old.shutdown()
-        model = opts.sfumato_model
-        if "sfumato_model" in updated and model.endswith(".onnx") and not Path(model).is_file():
-            raise exceptions.OptionsError(f"sfumato_model {model!r} does not exist")
+        if "sfumato_model" in updated:
+            self._check_model(opts.sfumato_model)
         self._narrow_allow_hosts(updated)
+
+    def _check_model(self, spec: str) -> None:
+        """An explicit model that does not exist is an option error; a missing default model is
+        only warned about (every upload would be refused until one is installed)."""
+        try:
+            from perturb.models import resolve_model_path
+
+            path = resolve_model_path(spec or None)
+        except ImportError:
+            return
+        except Exception as err:  # no default model configured
+            log.warning("sfumato: %s; uploads to enabled sites will be refused", err)
+            return
+        if not path.is_file():
+            if spec:
+                raise exceptions.OptionsError(f"sfumato_model {spec!r}: {path} does not exist")
+            log.warning(
+                "sfumato: the default model %s is not installed; uploads to enabled sites will "
+                "be refused until it is (or set sfumato_model)",
+                path,
+            )
 
     def _narrow_allow_hosts(self, updated: set[str]) -> None:
         """Intercept TLS only for enabled sites, unless the user chose allow/ignore hosts."""

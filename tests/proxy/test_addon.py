@@ -84,6 +84,7 @@ def test_options_are_validated(tiny_model: Path) -> None:
             {"sfumato_timeout": 0},
             {"sfumato_workers": 0},
             {"sfumato_model": "/no/such/model.onnx"},
+            {"sfumato_model": "no-such-model-id"},
         ):
             with pytest.raises(exceptions.OptionsError):
                 tctx.configure(addon, **bad)
