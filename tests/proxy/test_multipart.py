@@ -163,3 +163,22 @@ def test_random_bytes_never_crash_the_parser(data: bytes, boundary: str) -> None
 def test_random_content_types_never_crash(content_type: str) -> None:
     boundary = multipart.boundary_from_content_type(content_type)
     assert boundary is None or 1 <= len(boundary) <= 70
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(multipart_bodies(), st.data())
+def test_mutated_bodies_parse_exactly_or_raise(case, data) -> None:
+    boundary, body, _ = case
+    position = data.draw(st.integers(0, len(body)))
+    action = data.draw(st.sampled_from(["insert", "delete", "truncate"]))
+    if action == "insert":
+        mutated = body[:position] + data.draw(st.binary(min_size=1, max_size=8)) + body[position:]
+    elif action == "delete":
+        mutated = body[:position] + body[position + data.draw(st.integers(1, 8)) :]
+    else:
+        mutated = body[:position]
+    try:
+        form = multipart.parse(mutated, f'multipart/form-data; boundary="{boundary}"')
+    except multipart.MultipartError:
+        return
+    assert form.to_bytes() == mutated

@@ -68,3 +68,60 @@ def test_random_forms_without_images_are_forwarded_untouched(fields) -> None:
     body = multipart_body(*(form_field(name, value) for name, value in fields))
     rewrite = rewrite_upload("multipart", request(body), MustNotProtect())
     assert rewrite.body is None and not rewrite.set_headers and rewrite.outcome == "passed"
+
+
+class Unchanged(ImageProtector):
+    def __call__(self, data: bytes, exact_length: int | None = None):
+        from proxy.image_protection import ImageResult
+
+        return ImageResult(data, protected=False, reason="test")
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(["multipart", "raw", "data_url", "s3", "generic"]),
+    st.sampled_from(
+        [
+            MULTIPART_CT,
+            "application/json",
+            "application/x-www-form-urlencoded",
+            "image/png",
+            "text/plain",
+            "application/octet-stream",
+            "",
+        ]
+    ),
+    st.binary(max_size=400),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "authorization",
+                "x-amz-content-sha256",
+                "content-md5",
+                "offset",
+                "x-entity-length",
+                "content-encoding",
+            ]
+        ),
+        st.sampled_from(
+            [
+                "",
+                "0",
+                "AWS4-HMAC-SHA256 SignedHeaders=host",
+                "UNSIGNED-PAYLOAD",
+                "aws-chunked",
+                "12",
+            ]
+        ),
+    ),
+)
+def test_random_requests_only_ever_rewrite_or_refuse(shape, ct, body, headers) -> None:
+    hdrs = http.Headers(content_type=ct, **{k.replace("-", "_"): v for k, v in headers.items()})
+    upload = UploadRequest(
+        "PUT", "b.s3.amazonaws.com", "/k?x=1", hdrs, body, raw="content-encoding" in headers
+    )
+    try:
+        rewrite = rewrite_upload(shape, upload, Unchanged())
+    except Refusal:
+        return
+    assert rewrite.body is None or rewrite.outcome == "protected"
