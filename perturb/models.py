@@ -15,7 +15,6 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,19 +111,20 @@ class Model:
             raise InvalidStrength(f"strength {strength!r} is not a non-negative finite number")
         return value
 
-    def infer(self, rgb: np.ndarray, strength: float) -> np.ndarray:
-        """Run the model on one float32 H×W×3 array in [0, 1]; returns the perturbation delta.
+    def infer(self, chw: np.ndarray, strength: float) -> np.ndarray:
+        """Run the model on one float32 3×H×W array in [0, 1]; returns the perturbation (3×H×W).
 
         Pads (reflect) to the size multiple and crops back.
         """
-        h, w = rgb.shape[:2]
+        _, h, w = chw.shape
         m = self.size_multiple
         ph, pw = (-h) % m, (-w) % m
-        x = rgb
+        x = chw
         if ph or pw:
             mode = "reflect" if h > ph and w > pw else "edge"
-            x = np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode=mode)
-        batch = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+            x = np.pad(chw, ((0, 0), (0, ph), (0, pw)), mode=mode)
+        batch = np.ascontiguousarray(x[None], dtype=np.float32)
+        started = time.perf_counter()
         try:
             out = self.session.run(
                 ["protected"], {"image": batch, "strength": np.asarray(strength, dtype=np.float32)}
@@ -134,55 +134,50 @@ class Model:
                 f"model {self.path} failed while running on a {w}×{h} image: {str(exc)[:200]}",
                 "the model file is broken or does not follow the contract; reinstall it",
             ) from None
+        _model_seconds.value = getattr(_model_seconds, "value", 0.0) + (
+            time.perf_counter() - started
+        )
         if out.shape != batch.shape:
             raise ModelUnavailable(
                 f"model {self.path} returned shape {out.shape} for input {batch.shape}",
                 "the model does not follow the contract (same N×3×H×W out as in)",
             )
-        delta = out[0, :, :h, :w].transpose(1, 2, 0) - rgb
-        if not np.isfinite(delta).all():  # a broken model must not write NaN into pixels
+        delta = out[0, :, :h, :w]
+        delta -= chw
+        if not math.isfinite(float(delta.sum(dtype=np.float64))):
+            # a broken model must not write NaN or infinities into pixels
             np.nan_to_num(delta, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         return delta
 
     def perturb(
-        self,
-        pixels: np.ndarray,
-        strength: float,
-        *,
-        deadline: float | None = None,
-        on_rows: Callable[[int, int, np.ndarray], None] | None = None,
+        self, pixels: np.ndarray, strength: float, *, deadline: float | None = None
     ) -> np.ndarray:
         """Perturb an H×W×C (C = 1 or 3) uint8/uint16 array; returns a new array of that dtype.
 
         Greyscale (C = 1) is fed to the model as RGB and receives the luminance of the delta.
-        `deadline` (time.monotonic) is checked between tiles; `on_rows(y0, y1, out_rows)` is
-        called as rows are finished (the engine accumulates PSNR there).
+        `deadline` (time.monotonic) is checked between tiles. Work happens in channel-first
+        float32 (the model's layout) one tile or strip at a time, in as few passes as possible.
         """
         h, w, c = pixels.shape
         out = np.empty_like(pixels)
         maxval = float(np.iinfo(pixels.dtype).max)
         if strength == 0 or h == 0 or w == 0:
             out[...] = pixels
-            if on_rows:
-                on_rows(0, h, out)
             return out
 
         def finish(y0: int, y1: int, delta: np.ndarray) -> None:
-            if c == 1:
-                delta = (delta @ LUMA)[..., None]
-            src = pixels[y0:y1].astype(np.float32)
-            delta *= maxval
-            src += delta
-            np.rint(src, out=src)
-            np.clip(src, 0, maxval, out=src)
-            out[y0:y1] = src.astype(pixels.dtype)
-            if on_rows:
-                on_rows(y0, y1, out[y0:y1])
+            """Write rows y0..y1: round(clip(pixels + delta · max)) — delta is 3×rows×W."""
+            d = np.tensordot(LUMA, delta, axes=1)[None] if c == 1 else delta
+            d *= maxval
+            d += pixels[y0:y1].transpose(2, 0, 1)
+            np.clip(d, 0, maxval, out=d)
+            d += 0.5  # the cast below truncates: this rounds to nearest
+            out[y0:y1] = d.transpose(1, 2, 0)
 
         def tile_input(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-            t = pixels[y0:y1, x0:x1].astype(np.float32)
-            t *= 1.0 / maxval
-            return np.repeat(t, 3, axis=2) if c == 1 else t
+            chw = np.empty((3, y1 - y0, x1 - x0), dtype=np.float32)
+            np.multiply(pixels[y0:y1, x0:x1].transpose(2, 0, 1), np.float32(1.0 / maxval), out=chw)
+            return chw
 
         def check_time() -> None:
             if deadline is not None and time.monotonic() > deadline:
@@ -190,9 +185,9 @@ class Model:
 
         li = self.large_images
         if li.mode == "working_resolution" and max(h, w) > li.max_side:
-            self._perturb_working_resolution(pixels, strength, tile_input, finish, check_time)
+            self._perturb_working_resolution(pixels, strength, finish, check_time)
         else:
-            tile = h * w if li.mode != "tile" else li.tile
+            tile = max(h, w) if li.mode != "tile" else li.tile
             self._perturb_tiled(h, w, tile, li.overlap, strength, tile_input, finish, check_time)
         return out
 
@@ -205,48 +200,51 @@ class Model:
             step = -(-tile // (2 * m)) * m
         ys = _spans(h, tile, step)
         xs = _spans(w, tile, step)
+        if len(ys) == 1 and len(xs) == 1:  # one tile: no blending, no accumulator
+            check_time()
+            finish(0, h, self.infer(tile_input(0, h, 0, w), strength))
+            return
         carry: np.ndarray | None = None  # accumulated delta of rows shared with the next strip
         for i, (y0, y1) in enumerate(ys):
-            acc = np.zeros((y1 - y0, w, 3), dtype=np.float32)
+            acc = np.zeros((3, y1 - y0, w), dtype=np.float32)
             if carry is not None:
-                acc[: carry.shape[0]] += carry
+                acc[:, : carry.shape[1]] += carry
             wy = _ramp(ys, i)
             for j, (x0, x1) in enumerate(xs):
                 check_time()
                 delta = self.infer(tile_input(y0, y1, x0, x1), strength)
-                wx = _ramp(xs, j)
-                if len(ys) > 1 or len(xs) > 1:  # a single tile needs no blending
-                    delta *= wy[:, None, None]
-                    delta *= wx[None, :, None]
-                acc[:, x0:x1] += delta
+                delta *= np.outer(wy, _ramp(xs, j))
+                acc[:, :, x0:x1] += delta
             done = ys[i + 1][0] if i + 1 < len(ys) else y1
-            finish(y0, done, acc[: done - y0])
-            carry = acc[done - y0 :] if done < y1 else None
+            carry = acc[:, done - y0 :] if done < y1 else None
+            finish(y0, done, acc[:, : done - y0])
 
-    def _perturb_working_resolution(self, pixels, strength, tile_input, finish, check_time):
+    def _perturb_working_resolution(self, pixels, strength, finish, check_time):
         from PIL import Image
 
-        h, w = pixels.shape[:2]
+        BOX, BILINEAR = Image.Resampling.BOX, Image.Resampling.BILINEAR
+        h, w, c = pixels.shape
+        maxval = float(np.iinfo(pixels.dtype).max)
         scale = self.large_images.max_side / max(h, w)
         sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
-        small = np.empty((sh, sw, 3), dtype=np.float32)
-        full = tile_input(0, h, 0, w)  # one float copy is unavoidable for a faithful downscale
-        for ch in range(3):
-            plane = Image.fromarray(np.ascontiguousarray(full[..., ch]), mode="F")
-            small[..., ch] = np.asarray(plane.resize((sw, sh), Image.Resampling.BOX))
-        del full
+        small = np.empty((3, sh, sw), dtype=np.float32)
+        for ch in range(c):  # one channel at a time: never the whole image as float RGB
+            plane = np.multiply(pixels[..., ch], np.float32(1.0 / maxval), dtype=np.float32)
+            small[ch] = np.asarray(Image.fromarray(plane, mode="F").resize((sw, sh), BOX))
+            del plane
+        if c == 1:
+            small[1:] = small[0]
         check_time()
         delta_small = self.infer(small, strength)
-        planes = [Image.fromarray(np.ascontiguousarray(delta_small[..., ch]), mode="F")
+        planes = [Image.fromarray(np.ascontiguousarray(delta_small[ch]), mode="F")
                   for ch in range(3)]
         strip = 512
         for y0 in range(0, h, strip):
             y1 = min(h, y0 + strip)
             box = (0.0, y0 * sh / h, float(sw), y1 * sh / h)
             rows = np.stack(
-                [np.asarray(p.resize((w, y1 - y0), Image.Resampling.BILINEAR, box=box))
-                 for p in planes],
-                axis=2,
+                [np.asarray(p.resize((w, y1 - y0), BILINEAR, box=box))
+                 for p in planes]
             )
             finish(y0, y1, rows)
 
@@ -276,6 +274,17 @@ def _ramp(spans: list[tuple[int, int]], i: int) -> np.ndarray:
         if n > 0:
             weight[-n:] = 1.0 - (np.arange(n, dtype=np.float32) + 0.5) / n
     return weight
+
+
+# Seconds spent inside onnxruntime by this thread (the engine reports it as timings["model"]).
+_model_seconds = threading.local()
+
+
+def take_model_seconds() -> float:
+    """Seconds this thread spent in onnxruntime since the last call (and reset)."""
+    value = getattr(_model_seconds, "value", 0.0)
+    _model_seconds.value = 0.0
+    return value
 
 
 _cache: dict[tuple[str, int, int], Model] = {}
