@@ -51,6 +51,7 @@ PGD_VERSION = "pgd-v1"  # bump when pgd.py changes what it computes
 SCORE_VERSION = "score-v1"  # bump when evaluate.py changes what it computes
 PRESETS = ("low", "default", "high")
 PRESET_TARGETS = {"low": 80.0, "default": 70.0, "high": 60.0}
+PRESET_COLOURS = {"low": "tab:orange", "default": "tab:green", "high": "tab:red"}
 PRESET_TOLERANCE = 5.0  # "about": within ±5 SSIMULACRA 2 points
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 
@@ -75,6 +76,8 @@ class Config:
     shared: Path = SHARED
     large_mp: float = 4.0
     retime: bool = True
+    pgd_cached_only: bool = False
+    deadline: float | None = None  # epoch seconds; the low/high pass is cut to fit
 
     @property
     def split(self) -> str:
@@ -89,7 +92,7 @@ def quick_config(c: Config) -> Config:
     c.quick = True
     c.max_images, c.main_side = 4, 256
     c.subset, c.subset_side, c.pgd_steps, c.budgets = 3, 128, 10, (2, 4, 8)
-    c.figure_images, c.large_mp, c.retime = 2, 1.0, True
+    c.figure_images, c.large_mp = 2, 1.0
     return c
 
 
@@ -235,34 +238,42 @@ def _init_worker(onnx_paths: tuple[str, str | None]) -> None:
     _MODEL = ev.LatentModel(None, None, threads=1, onnx_paths=onnx_paths)
 
 
-def score_key(x: np.ndarray, xp: np.ndarray, damage: bool, enc: str) -> str:
+def score_key(x: np.ndarray, xp: np.ndarray, damage: bool, transforms, enc: str) -> str:
     h = hashlib.sha256()
     for part in (x.tobytes(), str(x.shape).encode(), xp.tobytes(), str(xp.shape).encode()):
         h.update(part)
-    h.update(json.dumps([SCORE_VERSION, damage, list(TRANSFORMS), enc]).encode())
+    h.update(json.dumps([SCORE_VERSION, damage, transforms, enc]).encode())
     return h.hexdigest()[:32]
 
 
+def xside_store(x: np.ndarray, enc: str) -> Path:
+    """Where E(P(x)) and D's reconstruction PSNRs of `x` are kept (independent of the model)."""
+    h = hashlib.sha256(x.tobytes())
+    h.update(json.dumps([SCORE_VERSION, list(x.shape), list(TRANSFORMS), enc]).encode())
+    return CACHE / "xside" / f"{h.hexdigest()[:32]}.npz"
+
+
 def _score_task(task: dict) -> dict:
-    """Score one reference image against its protected versions; results cached on disk."""
+    """Score one reference image against its protected versions; results cached on disk.
+
+    `items`: (label, protected image or file bytes, damage, transforms or None for all four).
+    """
     assert _MODEL is not None
     x = task["x"] if task.get("x") is not None else ev.decode_rgb(task["x_bytes"])
-    if task.get("main_side"):
-        x = downscale(x, task["main_side"])
-    ref = ev.ImageReference(x, _MODEL)
+    ref = ev.ImageReference(x, _MODEL, store=xside_store(x, task["enc"]))
+    if task.get("prepare"):
+        ref.prepare(damage=True)
     out = {"name": task["name"], "width": x.shape[1], "height": x.shape[0], "records": {}}
-    a0 = 4 / 255
-    for label, xp_data, damage in task["items"]:
+    for label, xp_data, damage, transforms in task["items"]:
         xp = xp_data if isinstance(xp_data, np.ndarray) else ev.decode_rgb(xp_data)
-        key = score_key(x, xp, damage, task["enc"])
+        key = score_key(x, xp, damage, transforms, task["enc"])
         path = CACHE / "scores" / f"{key}.json"
         if path.is_file():
             rec = json.loads(path.read_text())
         else:
-            rec = ev.score_image(ref, xp, damage=damage, a0=a0)
+            rec = ev.score_image(ref, xp, damage=damage, transforms=transforms)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(rec))
-        a0 = rec["noise"]["a"] or a0
         out["records"][label] = rec
     return out
 
@@ -303,7 +314,13 @@ def product_info(model: str | None) -> dict:
 
     mid = model or os.environ.get("SFUMATO_MODEL") or models.DEFAULT_MODEL
     info: dict = {"model": mid, "threads": models.inference_threads()}
-    card = models.models_dir() / f"{mid}.json" if mid else None
+    card = None
+    if mid:
+        card = (
+            Path(mid).with_suffix(".json")
+            if mid.endswith(".onnx")
+            else (models.models_dir() / f"{mid}.json")
+        )
     if card and card.is_file():
         c = json.loads(card.read_text())
         info.update({"card_presets": c.get("presets"), "sha256": c.get("sha256")})
@@ -461,7 +478,9 @@ def amplified(x: np.ndarray, xp: np.ndarray, gain: float = 10.0) -> np.ndarray:
     return np.clip(128 + gain * d, 0, 255).astype(np.uint8)
 
 
-def make_figure(panels: list[dict], curve: dict, out: Path, title: str) -> None:
+def make_figure(
+    panels: list[dict], curve: dict, gains: dict[str, dict], out: Path, title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -483,18 +502,30 @@ def make_figure(panels: list[dict], curve: dict, out: Path, title: str) -> None:
                 ax.set_ylabel(p["name"][:28], fontsize=8)
     ax = fig.add_subplot(gs[n, :3])
     pgd = sorted(curve["pgd_points"], key=lambda q: q["ssimulacra2"])
-    ax.plot(
-        [q["ssimulacra2"] for q in pgd], [q["G"] for q in pgd], "o-", label="PGD-100 (L∞ budgets)"
-    )
+    xs, ys = [q["ssimulacra2"] for q in pgd], [q["G"] for q in pgd]
+    ax.plot(xs, ys, "o-", label=f"{curve['pgd_label']} (L∞ budgets)")
     for q in pgd:
         ax.annotate(f"{q['budget']}/255", (q["ssimulacra2"], q["G"]), fontsize=8)
     for q in curve["model_points"]:
-        ax.plot(q["ssimulacra2"], q["G"], "s", ms=9, label=f"model {q['preset']} (subset)")
+        ax.plot(q["ssimulacra2"], q["G"], "s", ms=9, color=PRESET_COLOURS.get(q["preset"]),
+                label=f"model {q['preset']} (subset)")  # fmt: skip
     ax.axhline(1, color="grey", lw=0.8, ls="--")
     ax.text(ax.get_xlim()[0], 1.02, " equally visible noise (G = 1)", fontsize=8, color="grey")
     ax.set_xlabel("SSIMULACRA 2 of x' (higher = less visible)")
     ax.set_ylabel("G under jpeg85 (median)")
     ax.set_title(f"gain vs visibility under jpeg85 — {curve['scope']}", fontsize=10)
+    ax.legend(fontsize=8)
+    ax = fig.add_subplot(gs[n, 3:])
+    width = 0.8 / max(1, len(gains))
+    for k, (label, per_t) in enumerate(gains.items()):
+        xs = [i + k * width for i in range(len(TRANSFORMS))]
+        colour = PRESET_COLOURS.get(label.split()[-1])
+        ax.bar(xs, [per_t.get(t) or 0 for t in TRANSFORMS], width, label=label, color=colour)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(TRANSFORMS))], TRANSFORMS, fontsize=8)
+    ax.axhline(1, color="grey", lw=0.8, ls="--")
+    ax.axhline(2, color="red", lw=0.8, ls=":")
+    ax.set_ylabel("median G (full size)")
+    ax.set_title("G per platform transform (dotted: the must, G = 2)", fontsize=10)
     ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -506,42 +537,98 @@ def make_figure(panels: list[dict], curve: dict, out: Path, title: str) -> None:
 # Main
 
 
-def run(cfg: Config, pgd_only: bool = False) -> int:
+def retime_pgd(sur, im: SubsetImage, steps: int) -> dict:
+    """PGD-{steps} at 4/255 on one image, now, with 1 and with 2 threads; the faster counts."""
+    import torch
+
+    from perturb.training.pgd import pgd_encoder_attack
+
+    x = torch.from_numpy(im.x.astype(np.float32) / 255.0).permute(2, 0, 1)[None].contiguous()
+    runs = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        runs[threads] = pgd_encoder_attack(sur.encoder, x, 4 / 255, steps=steps).seconds
+    best = min(runs, key=runs.get)
+    return {"image": im.name, "size": [im.x.shape[1], im.x.shape[0]], "budget_255": 4,
+            "steps": steps, "seconds": runs[best], "threads": best,
+            "by_threads": runs}  # fmt: skip
+
+
+def pass_transforms(cfg: Config, started: float, pass1_s: float) -> tuple[list | None, str]:
+    """Transforms for the low/high pass, within the deadline (the default preset is never cut)."""
+    if cfg.deadline is None:
+        return None, "all four transforms"
+    left = cfg.deadline - time.time()
+    # The low/high pass costs about what the default pass did (2 presets, no decoder, x cached).
+    if left > 1.15 * pass1_s:
+        return None, "all four transforms"
+    if left > 0.6 * pass1_s:
+        return ["jpeg85", "resize-jpeg"], "jpeg85 and resize-jpeg only (time budget)"
+    return [], "visibility only (time budget)"
+
+
+def run(cfg: Config, mode: str = "full") -> int:
+    """mode: "full" (the benchmark), "pgd" (fill the PGD cache) or "prepare" (PGD + everything
+    that does not depend on the model: PGD scores and E(P(x)) of every image)."""
     import torch
 
     from perturb.training.surrogates import load_surrogate
 
     t_start = time.perf_counter()
-    log(f"efficacy benchmark, {cfg.label}, split '{cfg.split}' ({cfg.folder})")
-    paths = list_images(cfg.folder)
-    if cfg.max_images:
-        paths = (
-            paths[: cfg.max_images]
-            if not cfg.quick
-            else [paths[i] for i in subset_indices(len(paths), cfg.max_images)]
-        )
-    sur = load_surrogate(cfg.surrogate, cfg.shared)
-    log(f"surrogate {sur.name} {surrogate_key(sur)}; {len(paths)} images")
+    log(f"efficacy benchmark, {cfg.label}, split '{cfg.split}' ({cfg.folder}), mode {mode}")
     all_paths = list_images(cfg.folder)
+    paths = all_paths
+    if cfg.max_images:
+        paths = [all_paths[i] for i in subset_indices(len(all_paths), cfg.max_images)]
+    sur = load_surrogate(cfg.surrogate, cfg.shared)
+    enc = surrogate_key(sur)
+    log(f"surrogate {sur.name} {enc}; {len(paths)} images")
     subset = load_subset(all_paths, cfg)
     log(
         f"PGD subset: {len(subset)} images ≤ {cfg.subset_side} px "
         f"({sum(s.x.shape[0] * s.x.shape[1] for s in subset) / 1e6:.2f} MP total), "
         f"budgets {cfg.budgets}/255, {cfg.pgd_steps} steps"
     )
-    if pgd_only:
+    if mode == "pgd":
         run_pgd(subset, cfg, sur, compute=True)
         log(f"PGD cache complete in {(time.perf_counter() - t_start) / 60:.1f} min")
         return 0
+    if mode == "prepare":
+        pgd = run_pgd(subset, cfg, sur, compute=True)
+        onnx_paths = ev.export_for_workers(sur.encoder, sur.decoder)
+        tasks = [
+            {"name": im.name, "x": im.x, "enc": enc, "prepare": True,
+             "items": [(f"pgd{b}", pgd[(im.name, b)]["x_adv"], True, None)
+                       for b in cfg.budgets if (im.name, b) in pgd]}
+            for im in subset
+        ]  # fmt: skip
+        tasks += [
+            {"name": p.name, "x_bytes": p.read_bytes(), "enc": enc, "prepare": True, "items": []}
+            for p in sorted(paths, key=lambda p: -p.stat().st_size)
+        ]
+        score_all(tasks, onnx_paths, cfg.workers, "prepare")
+        log(f"prepared in {(time.perf_counter() - t_start) / 60:.1f} min")
+        return 0
 
-    # 1. The product, timed, on the full images and on the subset (nothing else running here).
+    # 1. PGD on the subset: from the cache (computed here if missing, unless --pgd-cached-only).
+    torch.set_num_threads(cfg.pgd_threads)
+    pgd = run_pgd(subset, cfg, sur, compute=not cfg.pgd_cached_only)
+    complete = [im for im in subset if all((im.name, b) in pgd for b in cfg.budgets)]
+    if not complete:
+        raise SystemExit("error: no subset image has PGD results at every budget; run --pgd-only")
+    if len(complete) < len(subset):
+        log(f"PGD complete on {len(complete)}/{len(subset)} subset images; using those")
+    subset = complete
+    n_cached = sum(v["cached"] for (n, _), v in pgd.items() if n in {im.name for im in subset})
+
+    # 2. The product, timed, on the full images and on the subset (before any scoring starts).
     info = product_info(cfg.model)
     if not info.get("model"):
         raise SystemExit(
             "error: no shipped model: perturb.models.DEFAULT_MODEL is unset and no --model given"
         )
     log(f"product model {info['model']} (threads {info['threads']})")
-    full_items: dict[str, list] = {}
+    outputs: dict[str, dict[str, bytes]] = {}
     full_times: dict[str, list[tuple[float, float]]] = {p: [] for p in cfg.presets}
     sources: dict[str, bytes] = {}
     for i, p in enumerate(paths):
@@ -553,54 +640,58 @@ def run(cfg: Config, pgd_only: bool = False) -> int:
             mp = im.width * im.height / 1e6
         for preset in cfg.presets:
             out, secs, _ = protect_timed(data, preset, cfg.model)
-            full_items.setdefault(p.name, []).append((preset, out, preset in cfg.damage_presets))
+            outputs.setdefault(p.name, {})[preset] = out
             full_times[preset].append((secs, secs / mp))
         if (i + 1) % 10 == 0 or i + 1 == len(paths):
             log(f"protected {i + 1}/{len(paths)} images at {len(cfg.presets)} presets")
-    sub_items: dict[str, list] = {}
+    sub_out: dict[str, dict[str, np.ndarray]] = {}
     sub_times: dict[str, list[float]] = {p: [] for p in cfg.presets}
     for im in subset:
         for preset in cfg.presets:
-            out, secs, _ = protect_timed(png_bytes(im.x), preset, cfg.model)
-            sub_items.setdefault(im.name, []).append((preset, ev.decode_rgb(out), True))
-            sub_times[preset].append(secs)
+            runs = [protect_timed(png_bytes(im.x), preset, cfg.model) for _ in range(3)]
+            sub_out.setdefault(im.name, {})[preset] = ev.decode_rgb(runs[0][0])
+            sub_times[preset].append(statistics.median(r[1] for r in runs))
     large = time_large_image(ev.decode_rgb(sources[paths[0].name]), cfg.large_mp, cfg.model)
     log(f"{large['megapixels']:.1f} MP image: protect {large['total_s']:.3f} s, "
         f"infer {large['infer_s']:.3f} s")  # fmt: skip
-
-    # 2. PGD on the subset (from the cache; computed here if missing), and a fresh re-time.
-    torch.set_num_threads(cfg.pgd_threads)
-    pgd = run_pgd(subset, cfg, sur, compute=True)
-    n_cached = sum(v["cached"] for v in pgd.values())
-    log(f"PGD: {n_cached}/{len(pgd)} attacked images from the cache")
     retime = None
     if cfg.retime:
-        torch.set_num_threads(2)
-        from perturb.training.pgd import pgd_encoder_attack
+        retime = retime_pgd(sur, subset[0], cfg.pgd_steps)
+        log(f"PGD-{cfg.pgd_steps} re-timed in this run on {retime['image']}: "
+            f"{retime['by_threads']} s by torch threads")  # fmt: skip
 
-        im = subset[0]
-        x = torch.from_numpy(im.x.astype(np.float32) / 255.0).permute(2, 0, 1)[None].contiguous()
-        r = pgd_encoder_attack(sur.encoder, x, 4 / 255, steps=cfg.pgd_steps)
-        retime = {"image": im.name, "size": [im.x.shape[1], im.x.shape[0]], "budget_255": 4,
-                  "steps": cfg.pgd_steps, "seconds": r.seconds, "threads": 2}  # fmt: skip
-        log(f"PGD-{cfg.pgd_steps} re-timed in this run on {im.name}: {r.seconds:.1f} s (2 threads)")
-    for im in subset:
-        for b in cfg.budgets:
-            if (im.name, b) in pgd:
-                sub_items[im.name].append((f"pgd{b}", pgd[(im.name, b)]["x_adv"], True))
-
-    # 3. Score everything (process pool; surrogate run through onnxruntime).
+    # 3. Score (process pool; surrogate through onnxruntime). Default first: it is the result.
     onnx_paths = ev.export_for_workers(sur.encoder, sur.decoder)
-    enc = surrogate_key(sur)
     sub_tasks = [
-        {"name": im.name, "x": im.x, "items": sub_items[im.name], "enc": enc} for im in subset
-    ]
-    full_tasks = [
-        {"name": n, "x_bytes": sources[n], "items": full_items[n], "enc": enc}
-        for n in sorted(sources, key=lambda n: -len(sources[n]))
-    ]
+        {"name": im.name, "x": im.x, "enc": enc,
+         "items": [(p, sub_out[im.name][p], True, None) for p in cfg.presets]
+                  + [(f"pgd{b}", pgd[(im.name, b)]["x_adv"], True, None) for b in cfg.budgets]}
+        for im in subset
+    ]  # fmt: skip
+    order = sorted(sources, key=lambda n: -len(sources[n]))
+    main_presets = [p for p in cfg.presets if p == "default"] or list(cfg.presets[:1])
+    other_presets = [p for p in cfg.presets if p not in main_presets]
+
+    def full_tasks(presets: list[str], transforms) -> list[dict]:
+        return [
+            {"name": n, "x_bytes": sources[n], "enc": enc,
+             "items": [(p, outputs[n][p], p in cfg.damage_presets, transforms) for p in presets]}
+            for n in order
+        ]  # fmt: skip
+
     sub_res = score_all(sub_tasks, onnx_paths, cfg.workers, "subset")
-    full_res = score_all(full_tasks, onnx_paths, cfg.workers, "full-size")
+    t_pass1 = time.perf_counter()
+    full_res = score_all(full_tasks(main_presets, None), onnx_paths, cfg.workers, "full-size")
+    pass1_s = time.perf_counter() - t_pass1
+    other_note = "—"
+    if other_presets:
+        transforms, other_note = pass_transforms(cfg, t_start, pass1_s)
+        log(f"presets {other_presets}: {other_note}")
+        more = score_all(
+            full_tasks(other_presets, transforms), onnx_paths, cfg.workers, "full-size"
+        )
+        for n, r in more.items():
+            full_res[n]["records"].update(r["records"])
 
     # 4. Rows, curve, speed, must list.
     rows: dict[str, Row] = {}
@@ -613,61 +704,66 @@ def run(cfg: Config, pgd_only: bool = False) -> int:
                 statistics.median(t[1] for t in tt))  # fmt: skip
         rows[f"{p}@full"] = r
         table_rows.append(r)
-    sub_mp = statistics.median(im.x.shape[0] * im.x.shape[1] / 1e6 for im in subset)
+    sub_mp = [im.x.shape[0] * im.x.shape[1] / 1e6 for im in subset]
     for p in cfg.presets:
         s = summarize_rows(sub_res, p, "subset")
         sec = statistics.median(sub_times[p])
-        r = Row(f"model {p}", f"{cfg.split} subset ≤{cfg.subset_side}px", s["n"], s, sec,
-                sec / sub_mp)  # fmt: skip
+        per_mp = statistics.median(t / m for t, m in zip(sub_times[p], sub_mp, strict=True))
+        r = Row(f"model {p}", f"{cfg.split} subset ≤{cfg.subset_side}px", s["n"], s, sec, per_mp)
         rows[f"{p}@subset"] = r
         table_rows.append(r)
     pgd_points = []
     for b in cfg.budgets:
         s = summarize_rows(sub_res, f"pgd{b}", "subset")
-        secs = [v["seconds"] for (n, bb), v in pgd.items() if bb == b]
-        sec = statistics.median(secs) if secs else None
+        secs = [pgd[(im.name, b)]["seconds"] for im in subset]
+        per_mp = [t / m for t, m in zip(secs, sub_mp, strict=True)]
         r = Row(f"PGD-{cfg.pgd_steps} L∞ {b}/255", f"{cfg.split} subset ≤{cfg.subset_side}px",
-                s["n"], s, sec, sec / sub_mp if sec else None)  # fmt: skip
+                s["n"], s, statistics.median(secs), statistics.median(per_mp))  # fmt: skip
         rows[f"pgd{b}@subset"] = r
         table_rows.append(r)
-        if s["n"]:
-            pgd_points.append({"budget": b, "ssimulacra2": s["ssimulacra2_median"],
-                               "G": s["transforms"]["jpeg85"]["G"], "n": s["n"]})  # fmt: skip
+        pgd_points.append({"budget": b, "ssimulacra2": s["ssimulacra2_median"],
+                           "G": s["transforms"]["jpeg85"]["G"], "n": s["n"]})  # fmt: skip
     model_points = [
         {"preset": p, "ssimulacra2": rows[f"{p}@subset"].summary["ssimulacra2_median"],
          "G": rows[f"{p}@subset"].summary["transforms"]["jpeg85"]["G"]}
-        for p in cfg.presets if rows[f"{p}@subset"].n
+        for p in cfg.presets
     ]  # fmt: skip
     curve: dict = {"scope": f"{cfg.split} subset of {len(subset)} images ≤ {cfg.subset_side} px",
-                   "pgd_points": pgd_points, "model_points": model_points}  # fmt: skip
+                   "pgd_points": pgd_points, "model_points": model_points,
+                   "pgd_label": f"PGD-{cfg.pgd_steps}"}  # fmt: skip
     dp = next((q for q in model_points if q["preset"] == "default"), None)
     if dp:
         g_pgd, how = interpolate_curve([(q["ssimulacra2"], q["G"]) for q in pgd_points],
                                        dp["ssimulacra2"])  # fmt: skip
         curve.update({"model_ssimulacra2": dp["ssimulacra2"], "model_G": dp["G"],
                       "pgd_G_at_equal": g_pgd, "how": how,
-                      "above": None if g_pgd is None else dp["G"] > g_pgd})  # fmt: skip
-        if g_pgd is None:
-            curve["above"] = False
-    pgd_all = [v["seconds"] for v in pgd.values()]
-    model_sub = statistics.median(sub_times["default"]) if "default" in sub_times else None
-    pgd_s = retime["seconds"] if retime else (statistics.median(pgd_all) if pgd_all else None)
+                      "above": g_pgd is not None and dp["G"] > g_pgd})  # fmt: skip
+    pgd_all = [pgd[(im.name, b)]["seconds"] for im in subset for b in cfg.budgets]
+    same = subset[0].name
+    model_same = sub_times["default"][0] if "default" in sub_times else None
+    pgd_s = retime["seconds"] if retime else pgd[(same, 4)]["seconds"] if (same, 4) in pgd else None
     speed = {
-        "pgd_s": pgd_s, "pgd_cached_median_s": statistics.median(pgd_all) if pgd_all else None,
-        "model_s": model_sub, "ratio": pgd_s / model_sub if pgd_s and model_sub else None,
-        "note": (f"PGD re-timed in this run on {retime['image']} (2 threads); cached PGD runs "
-                 f"took a median {fmt(statistics.median(pgd_all) if pgd_all else None, 1)} s "
-                 f"({cfg.pgd_threads} thread, machine shared)") if retime else "cached PGD times",
+        "image": same, "pgd_s": pgd_s, "model_s": model_same,
+        "ratio": pgd_s / model_same if pgd_s and model_same else None,
+        "pgd_cached_median_s": statistics.median(pgd_all),
+        "model_subset_median_s": statistics.median(sub_times.get("default") or [math.nan]),
+        "note": (f"both on {same}; PGD re-timed in this run ({retime['threads']} torch thread(s), "
+                 f"the faster of 1 and 2); cached PGD runs: median "
+                 f"{statistics.median(pgd_all):.1f} s ({cfg.pgd_threads} thread, machine shared)")
+        if retime else f"both on {same}; PGD time from the cache",
     }  # fmt: skip
     checks = must_list(cfg, rows, curve, speed, large)
 
     # 5. Outputs.
     suffix = "-quick" if cfg.quick else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    noise_share = statistics.mean(r.summary["noise_matched_share"] for r in table_rows if r.n)
+    recs = [
+        rec for res in (full_res, sub_res) for r in res.values() for rec in r["records"].values()
+    ]
+    noise_share = sum(bool(r["noise"]["matched"]) for r in recs) / max(1, len(recs))
     header = (
         f"Efficacy benchmark ({cfg.label}) — split `{cfg.split}`, surrogate {sur.name}, "
-        f"model `{info['model']}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f"model `{Path(info['model']).stem}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
     tbl = table(table_rows)
     must_md = "\n".join(
@@ -675,14 +771,18 @@ def run(cfg: Config, pgd_only: bool = False) -> int:
         + [f"| {c['must']} | {c['measured']} | **{c['status']}** | {c['note']} |" for c in checks]
     )
     notes = [
-        f"Medians over images of `{cfg.split}`; G, C, ΔC per EVALUATION.md (noise matched to "
-        f"SSIMULACRA 2 within 0.5 for {100 * noise_share:.0f} % of image-method pairs).",
-        f"C / ΔC computed for presets {', '.join(cfg.damage_presets)} on full-size images "
-        "(and for every method on the subset).",
-        f"PGD subset: {len(subset)} images evenly spaced in name order, downscaled to ≤ "
-        f"{cfg.subset_side} px; PGD-{cfg.pgd_steps}, {len(pgd)} attacks, "
-        f"{n_cached} from the cache.",
-        f"Speed: {speed['note']}.",
+        f"Split `{cfg.split}` ({len(paths)} images). Medians over images; S, G, C, ΔC per "
+        f"EVALUATION.md; the noise matched its SSIMULACRA 2 target within 0.5 for "
+        f"{100 * noise_share:.0f} % of the {len(recs)} image-method pairs.",
+        f"Full size: default preset with all four transforms and C / ΔC; presets "
+        f"{', '.join(other_presets) or '—'}: {other_note}"
+        f"{'' if set(other_presets) <= set(cfg.damage_presets) else ', without C / ΔC'}.",
+        f"PGD subset: {len(subset)} images evenly spaced in name order, composited over grey, "
+        f"downscaled to ≤ {cfg.subset_side} px; PGD-{cfg.pgd_steps} at {len(cfg.budgets)} "
+        f"budgets ({n_cached} of {len(subset) * len(cfg.budgets)} attacks from the cache). "
+        "The model protects the same downscaled images (as PNG) for the side-by-side rows.",
+        f"Speed: {speed['note']}. Model times are whole `perturb.protect` calls (decode, infer, "
+        f"encode) with the product's threads ({info['threads']}); the machine is shared.",
         f"Wall time of this run: {(time.perf_counter() - t_start) / 60:.1f} min.",
     ]
     if cfg.quick:
@@ -704,21 +804,26 @@ def run(cfg: Config, pgd_only: bool = False) -> int:
     (RESULTS / f"efficacy{suffix}.json").write_text(json.dumps(js, indent=1, default=float))
 
     # Figure: a few full-size images at default, reconstructions under jpeg85.
+    from perturb.training import platform_transforms as pt
+
     model = ev.LatentModel(sur.encoder, sur.decoder, threads=2, onnx_paths=onnx_paths)
     panels = []
-    for name in [p.name for p in paths][:: max(1, len(paths) // cfg.figure_images)][
-        : cfg.figure_images
-    ]:
-        x = ev.decode_rgb(sources[name])
-        xp = ev.decode_rgb(next(o for pr, o, _ in full_items[name] if pr == "default"))
-        from perturb.training import platform_transforms as pt
-
+    step = max(1, len(paths) // cfg.figure_images)
+    for p in paths[::step][: cfg.figure_images]:
+        x = ev.decode_rgb(sources[p.name])
+        xp = ev.decode_rgb(
+            outputs[p.name]["default" if "default" in cfg.presets else cfg.presets[0]]
+        )
         rec = {}
         for k, img in (("rec_x", x), ("rec_xp", xp)):
-            y = model.decode(model.encode(ev.crop8(pt.apply("jpeg85", img))))
-            rec[k] = ev.to_uint8(y)
-        panels.append({"name": name, "x": x, "xp": xp, "delta": amplified(x, xp), **rec})
-    make_figure(panels, curve, RESULTS / f"efficacy{suffix}.png", header)
+            rec[k] = ev.to_uint8(model.decode(model.encode(ev.crop8(pt.apply("jpeg85", img)))))
+        panels.append({"name": p.name, "x": x, "xp": xp, "delta": amplified(x, xp), **rec})
+    gains = {
+        f"model {p}": {t: (rows[f"{p}@full"].summary["transforms"].get(t) or {}).get("G")
+                       for t in TRANSFORMS}
+        for p in cfg.presets
+    }  # fmt: skip
+    make_figure(panels, curve, gains, RESULTS / f"efficacy{suffix}.png", header)
     print()
     print(header)
     print(tbl)
@@ -731,6 +836,18 @@ def run(cfg: Config, pgd_only: bool = False) -> int:
     return 0
 
 
+def parse_deadline(hhmm: str) -> float:
+    """Today's (UTC) HH:MM as epoch seconds (tomorrow's if already past)."""
+    try:
+        h, m = (int(v) for v in hhmm.split(":"))
+    except ValueError:
+        raise SystemExit(f"error: --deadline wants HH:MM (UTC), got {hhmm!r}") from None
+    now = time.time()
+    day = now - now % 86400
+    t = day + h * 3600 + m * 60
+    return t if t > now else t + 86400
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("folder", nargs="?", type=Path, default=None,
@@ -738,6 +855,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared", type=Path, default=SHARED, help="the shared folder (../shared)")
     ap.add_argument("--quick", action="store_true", help="< 5 min development check (not a result)")
     ap.add_argument("--pgd-only", action="store_true", help="only fill the PGD cache, then exit")
+    ap.add_argument("--prepare", action="store_true",
+                    help="PGD cache + everything not depending on the model (scores of PGD, "
+                         "E(P(x)) of every image), then exit")  # fmt: skip
+    ap.add_argument("--pgd-cached-only", action="store_true",
+                    help="only cached PGD (images with every budget); compute none")  # fmt: skip
+    ap.add_argument("--deadline", help="HH:MM UTC: cut the low/high pass to finish by then")
     ap.add_argument("--model", help="model id or .onnx path (default: the shipped model)")
     ap.add_argument("--surrogate", default="taef2", help="surrogate spec (see surrogates.py)")
     ap.add_argument("--presets", default=",".join(PRESETS))
@@ -763,11 +886,12 @@ def main(argv: list[str] | None = None) -> int:
         max_images=a.max_images, subset=a.subset, subset_side=a.subset_side,
         pgd_steps=a.pgd_steps, budgets=tuple(int(b) for b in a.budgets.split(",")),
         workers=a.workers, pgd_threads=a.pgd_threads, model=a.model, surrogate=a.surrogate,
-        shared=a.shared, retime=not a.no_retime,
+        shared=a.shared, retime=not a.no_retime, pgd_cached_only=a.pgd_cached_only,
+        deadline=parse_deadline(a.deadline) if a.deadline else None,
     )  # fmt: skip
     if a.quick:
         cfg = quick_config(cfg)
-    return run(cfg, pgd_only=a.pgd_only)
+    return run(cfg, "pgd" if a.pgd_only else "prepare" if a.prepare else "full")
 
 
 if __name__ == "__main__":

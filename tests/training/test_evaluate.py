@@ -188,3 +188,33 @@ def test_quick_gain_on_a_random_small_encoder() -> None:
     assert 0 < out["ssimulacra2"] < 100
     assert set(out["G"]) == {"jpeg85", "resize-jpeg"}
     assert all(g > 0 and math.isfinite(g) for g in out["G"].values())
+
+
+def test_reference_side_persists_and_is_reused(tmp_path: Path) -> None:
+    x = artwork()
+    store = tmp_path / "x.npz"
+    calls = {"n": 0}
+
+    class Counting(torch.nn.Module):
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            calls["n"] += 1
+            return torch.nn.functional.avg_pool2d(t, 8)
+
+    model = ev.LatentModel(Counting(), torch.nn.Upsample(scale_factor=8), threads=1)
+    ev.ImageReference(x, model, store=store).prepare(damage=True)
+    assert calls["n"] == len(pt.TRANSFORMS) and store.is_file()
+    again = ev.ImageReference(x, model, store=store)
+    fresh = ev.ImageReference(x, toy_model())
+    for t in pt.TRANSFORMS:
+        a, b = again.side(t, None, damage=False), fresh.side(t, None, damage=True)
+        np.testing.assert_array_equal(a.z, b.z)
+        assert again.side(t, None, damage=True).recon_psnr == pytest.approx(b.recon_psnr)
+    assert calls["n"] == len(pt.TRANSFORMS)  # nothing recomputed
+
+
+def test_visibility_only_scoring_skips_the_encoder() -> None:
+    x = artwork()
+    xp = pt.apply("jpeg85", x)
+    rec = ev.score_image(ev.ImageReference(x, toy_model()), xp, transforms=[])
+    assert rec["transforms"] == {}
+    assert rec["visibility"]["ssimulacra2"] == pytest.approx(ev.ssimulacra2(x, xp))
