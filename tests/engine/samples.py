@@ -122,6 +122,7 @@ def frames_of(data: bytes) -> list[tuple[np.ndarray, dict]]:
     out = []
     for i in range(getattr(im, "n_frames", 1)):
         im.seek(i)
+        im.load()  # some plugins (WebP) fill in the frame's info when it is decoded
         info = {
             "duration": im.info.get("duration"),
             "loop": im.info.get("loop"),
