@@ -9,6 +9,7 @@ XMP recommends, which is also how `exact_length` grows a file byte by byte.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import time
@@ -21,7 +22,9 @@ RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 DMI_PROHIBITED_AIML = "http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED-AIMLTRAINING"
 MAX_PACKET = 4 * 1024 * 1024  # we never parse anything larger as XMP
 
-_PACKET_RE = re.compile(rb"<x:xmpmeta[\s>].*?</x:xmpmeta>", re.S)
+_OPEN = b"<x:xmpmeta"
+_CLOSE = b"</x:xmpmeta>"
+MAX_PACKETS = 8  # a file with more candidate packets than this is not worth reading further
 _OUR_DESCRIPTION_RE = re.compile(
     r"<rdf:Description\b[^>]*xmlns:sfumato=\"" + re.escape(SFUMATO_NS) + r"\"[^>]*/>\s*", re.S
 )
@@ -87,14 +90,14 @@ def build_xmp(
     """
     body = None
     if existing:
-        match = _PACKET_RE.search(existing[:MAX_PACKET])
-        if match:
+        for raw in _candidates(existing):
             try:
-                text = match.group(0).decode("utf-8")
+                text = raw.decode("utf-8")
                 ET.fromstring(text)
                 body = text
+                break
             except (UnicodeDecodeError, ET.ParseError):
-                body = None  # unparseable: replaced by a fresh packet rather than corrupted further
+                continue  # unparseable: replaced by a fresh packet rather than corrupted further
     if body is not None:
         body = _OUR_DESCRIPTION_RE.sub("", body)
         if "DataMining" in body:
@@ -121,13 +124,36 @@ def build_xmp(
     return packet.encode("utf-8")
 
 
+def _candidates(data: bytes) -> list[bytes]:
+    """`<x:xmpmeta ...</x:xmpmeta>` spans, found in linear time (the proxy runs this on every
+    upload, so a body full of unclosed openings must not make it quadratic)."""
+    closes = [m.start() for m in re.finditer(re.escape(_CLOSE), data)]
+    found: list[bytes] = []
+    if not closes:
+        return found
+    pos = 0
+    while len(found) < MAX_PACKETS:
+        start = data.find(_OPEN, pos)
+        if start < 0:
+            break
+        at = bisect.bisect_right(closes, start)
+        if at == len(closes):
+            break
+        end = closes[at] + len(_CLOSE)
+        after = data[start + len(_OPEN) : start + len(_OPEN) + 1]
+        if end - start <= MAX_PACKET and (after.isspace() or after == b">"):
+            found.append(data[start:end])
+            pos = end
+        else:
+            pos = start + 1
+    return found
+
+
 def _packets(data: bytes) -> list[ET.Element]:
     roots = []
-    for match in _PACKET_RE.finditer(data):
-        if len(match.group(0)) > MAX_PACKET:
-            continue
+    for raw in _candidates(data):
         try:
-            roots.append(ET.fromstring(match.group(0).decode("utf-8")))
+            roots.append(ET.fromstring(raw.decode("utf-8")))
         except (UnicodeDecodeError, ET.ParseError):
             continue
     return roots

@@ -93,3 +93,13 @@ def test_protecting_twice_keeps_a_single_marker(tiny_model: str) -> None:
     twice = protect(once, model=tiny_model, strength="high").data
     assert twice.count(b"sfumato:Model=") == 1
     assert inspect_marker(twice).strength == 1.6
+
+
+def test_adversarial_bodies_are_read_in_linear_time() -> None:
+    import time
+
+    body = b"<x:xmpmeta " * 200_000 + b"x" * 1_000_000 + b"</x:xmpmeta>"
+    started = time.perf_counter()
+    assert inspect_marker(body) is None
+    assert not has_ai_reservation(body)
+    assert time.perf_counter() - started < 5  # quadratic scanning would take minutes
