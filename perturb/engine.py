@@ -180,7 +180,8 @@ def _protect_opened(
             f"over the limit of {max_pixels / 1e6:.1f} MP"
         )
     try:
-        n_frames = int(getattr(im, "n_frames", 1))
+        # JPEG: only the primary image (an MPO's secondary images are dropped with its MPF).
+        n_frames = 1 if fmt == "JPEG" else int(getattr(im, "n_frames", 1))
     except Exception as exc:
         raise CorruptImage(f"the {fmt} file's frames cannot be read: {_why(exc)}") from None
     if max_pixels is not None and n_frames > 1 and width * height * n_frames > max_pixels:

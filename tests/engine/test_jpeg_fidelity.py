@@ -31,3 +31,12 @@ def test_greyscale_jpeg(tiny_model) -> None:
                           quality=90)
     after = Image.open(io.BytesIO(protect(data, model=tiny_model).data))
     assert after.mode == "L"
+
+
+def test_mpo_keeps_only_the_primary_image(tiny_model) -> None:
+    first, second = Image.new("RGB", (32, 24), (200, 10, 10)), Image.new("RGB", (32, 24))
+    data = samples.encode(first, "MPO", save_all=True, append_images=[second])
+    out = protect(data, model=tiny_model)
+    after = Image.open(io.BytesIO(out.data))
+    assert out.report.frames == 1 and after.format == "JPEG"
+    assert abs(int(after.getpixel((5, 5))[0]) - 200) <= 8
