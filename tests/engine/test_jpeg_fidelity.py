@@ -39,4 +39,4 @@ def test_mpo_keeps_only_the_primary_image(tiny_model) -> None:
     out = protect(data, model=tiny_model)
     after = Image.open(io.BytesIO(out.data))
     assert out.report.frames == 1 and after.format == "JPEG"
-    assert abs(int(after.getpixel((5, 5))[0]) - 200) <= 8
+    assert after.getpixel((5, 5))[0] > 150  # the red primary image, not the black second one
