@@ -203,7 +203,10 @@ async def defences(request: web.Request, handler: Handler) -> web.StreamResponse
     else:
         if origin is not None:
             response.headers.update(_cors(origin))
-    log.info(
+    # Reads that succeed are what the extension polls: debug, so they do not flood the journal.
+    quiet = request.method == "GET" and response.status < 400
+    log.log(
+        logging.DEBUG if quiet else logging.INFO,
         "api request",
         extra={
             "method": request.method,

@@ -72,16 +72,26 @@ class Server:
             *extra,
         ]  # fmt: skip
         self.proc: subprocess.Popen[str] | None = None
+        # Files, not pipes: a pipe nobody reads fills up and blocks the server's logging.
+        self.logs = data_dir.parent / f"serve-{self.api_port}"
+
+    def output(self) -> tuple[str, str]:
+        return (
+            self.logs.with_suffix(".out").read_text(),
+            self.logs.with_suffix(".err").read_text(),
+        )
 
     async def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        with (
+            self.logs.with_suffix(".out").open("w") as out,
+            self.logs.with_suffix(".err").open("w") as err,
+        ):
+            self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=err)
         deadline = time.monotonic() + 60
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    out, err = self.proc.communicate()
+                    out, err = self.output()
                     raise AssertionError(f"serve exited {self.proc.returncode}: {out}\n{err}")
                 if (self.data_dir / "server.json").exists():
                     try:
@@ -98,13 +108,14 @@ class Server:
         assert self.proc is not None
         started = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=20)
-        return self.proc.returncode, time.monotonic() - started, out, err
+        self.proc.wait(timeout=20)
+        seconds = time.monotonic() - started
+        return self.proc.returncode, seconds, *self.output()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate()
+            self.proc.wait()
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -329,7 +340,8 @@ async def test_sigterm_lets_an_upload_in_flight_finish(tmp_path: Path):
         [received] = site.matching("/deviation/submit")
         sent, _ = file_part(received.body, received.headers["Content-Type"])
         assert inspect_marker(sent) is not None  # protected, not cut off
-        out, err = await asyncio.to_thread(server.proc.communicate, timeout=30)
+        await asyncio.to_thread(server.proc.wait, timeout=30)
+        _, err = server.output()
         assert server.proc.returncode == 0, err
         assert "in-flight requests abandoned" not in err
     finally:
