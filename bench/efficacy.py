@@ -77,6 +77,7 @@ class Config:
     large_mp: float = 4.0
     retime: bool = True
     pgd_cached_only: bool = False
+    pgd_reverse: bool = False
     deadline: float | None = None  # epoch seconds; the low/high pass is cut to fit
 
     @property
@@ -194,8 +195,11 @@ def pgd_cached(img: SubsetImage, budget: int, steps: int, sur, compute: bool) ->
         "encoder": surrogate_key(sur),
     }  # fmt: skip
     png.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(x_adv).save(png)
-    meta.write_text(json.dumps(info, indent=1))
+    # Atomic writes: a second --pgd-only process (--pgd-reverse) may read the cache meanwhile.
+    Image.fromarray(x_adv).save(png.with_suffix(".tmp.png"))
+    png.with_suffix(".tmp.png").replace(png)
+    meta.with_suffix(".tmp").write_text(json.dumps(info, indent=1))
+    meta.with_suffix(".tmp").replace(meta)
     info["x_adv"], info["cached"] = x_adv, False
     return info
 
@@ -207,6 +211,8 @@ def run_pgd(subset: list[SubsetImage], cfg: Config, sur, compute: bool = True) -
     torch.set_num_threads(cfg.pgd_threads)
     out: dict[tuple[str, int], dict] = {}
     todo = [(im, b) for im in subset for b in cfg.budgets]
+    if cfg.pgd_reverse:
+        todo = [(im, b) for im in subset[::-1] for b in cfg.budgets]
     t0, done_new = time.perf_counter(), 0
     for i, (im, b) in enumerate(todo):
         info = pgd_cached(im, b, cfg.pgd_steps, sur, compute)
@@ -593,8 +599,8 @@ def run(cfg: Config, mode: str = "full") -> int:
         run_pgd(subset, cfg, sur, compute=True)
         log(f"PGD cache complete in {(time.perf_counter() - t_start) / 60:.1f} min")
         return 0
-    if mode == "prepare":
-        pgd = run_pgd(subset, cfg, sur, compute=True)
+    if mode == "prepare":  # uses the PGD results cached so far (--pgd-only computes them)
+        pgd = run_pgd(subset, cfg, sur, compute=False)
         onnx_paths = ev.export_for_workers(sur.encoder, sur.decoder)
         tasks = [
             {"name": im.name, "x": im.x, "enc": enc, "prepare": True,
@@ -856,10 +862,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="< 5 min development check (not a result)")
     ap.add_argument("--pgd-only", action="store_true", help="only fill the PGD cache, then exit")
     ap.add_argument("--prepare", action="store_true",
-                    help="PGD cache + everything not depending on the model (scores of PGD, "
-                         "E(P(x)) of every image), then exit")  # fmt: skip
+                    help="compute what does not depend on the model (scores of the cached PGD "
+                         "results, E(P(x)) of every image), then exit")  # fmt: skip
     ap.add_argument("--pgd-cached-only", action="store_true",
                     help="only cached PGD (images with every budget); compute none")  # fmt: skip
+    ap.add_argument("--pgd-reverse", action="store_true",
+                    help="with --pgd-only: start from the last subset image")  # fmt: skip
     ap.add_argument("--deadline", help="HH:MM UTC: cut the low/high pass to finish by then")
     ap.add_argument("--model", help="model id or .onnx path (default: the shipped model)")
     ap.add_argument("--surrogate", default="taef2", help="surrogate spec (see surrogates.py)")
@@ -887,6 +895,7 @@ def main(argv: list[str] | None = None) -> int:
         pgd_steps=a.pgd_steps, budgets=tuple(int(b) for b in a.budgets.split(",")),
         workers=a.workers, pgd_threads=a.pgd_threads, model=a.model, surrogate=a.surrogate,
         shared=a.shared, retime=not a.no_retime, pgd_cached_only=a.pgd_cached_only,
+        pgd_reverse=a.pgd_reverse,
         deadline=parse_deadline(a.deadline) if a.deadline else None,
     )  # fmt: skip
     if a.quick:
