@@ -30,6 +30,7 @@ from aiohttp import web
 from proxy.certificate_authority import ca_cert_path, ensure_ca
 from proxy.control_api import ControlContext, allowed_host_names, create_app
 from proxy.data_dir import database_path, ensure_private_dir, make_private, private_umask
+from proxy.doctor import running_server
 from proxy.guidance import next_steps
 from proxy.listen_address import connect_host, is_loopback, port_free
 from proxy.live_settings import STORE_OPTIONS, ActivityRecorder, addon_options, builtin_sites
@@ -162,6 +163,12 @@ async def serve(
     from proxy.addon import Sfumato
 
     sets = check_config(config)
+    other = running_server(config.data_dir)
+    if other and other.get("pid") != os.getpid():
+        raise ServeError(
+            f"another sfumato serve (pid {other['pid']}, API {other.get('api')}) already uses "
+            f"{config.data_dir}; stop it first, or use another --data-dir"
+        )
     model_spec = sets.get("sfumato_model") or None
     model = load_model_or_fail(model_spec)
 

@@ -228,6 +228,14 @@ async def test_serve_end_to_end(tmp_path: Path, tiny_model: Path):
             )
             assert inspect_marker(sent_image) is not None
 
+                # a second server on the same data dir is refused, the first keeps running
+            second = run_cli(
+                "serve", "--data-dir", str(data_dir),
+                "--proxy-port", str(free_port()), "--api-port", str(free_port()),
+                env=server.env,
+            )  # fmt: skip
+            assert second.returncode == 2 and "already uses" in second.stderr
+
             # doctor sees the running server and forwards through its proxy
             doctor = run_cli("doctor", "--data-dir", str(data_dir), "--json", env=server.env)
             checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
