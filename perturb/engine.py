@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, JpegImagePlugin, PngImagePlugin
+from PIL import Image
 
 from perturb import formats, provenance
 from perturb.errors import (
@@ -24,16 +24,14 @@ from perturb.errors import (
     EmptyInput,
     ImageTooLarge,
     NotAnImage,
-    ProtectError,
     ProtectTimeout,
     UnsupportedImage,
 )
+from perturb.formats import Frame, why
 from perturb.metadata import Metadata, collect
 from perturb.models import Model, load_model, take_model_seconds
 
 DEFAULT_MAX_PIXELS = 100_000_000
-WEBP_LOSSY_QUALITY = 90  # WebP does not record its quality; 90 keeps artwork visibly unchanged
-SUBSAMPLING_NAMES = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
 
 
 @dataclass(frozen=True)
@@ -61,15 +59,6 @@ class Protected:
     format: str
     mime: str
     report: ProtectReport
-
-
-@dataclass
-class _Frame:
-    image: Image.Image
-    duration: float | None = None
-    disposal: int | None = None
-    blend: int | None = None
-    pixels16: np.ndarray | None = None  # 16-bit colour PNG: the real pixels (image = high bytes)
 
 
 @dataclass
@@ -149,13 +138,8 @@ def _open(data: Any) -> tuple[bytes | None, Image.Image, str]:
     except Image.UnidentifiedImageError:
         raise CorruptImage(f"the {fmt} file's header is damaged or incomplete") from None
     except Exception as exc:  # Pillow raises many types for malformed headers
-        raise CorruptImage(f"the {fmt} file cannot be read: {_why(exc)}") from None
+        raise CorruptImage(f"the {fmt} file cannot be read: {why(exc)}") from None
     return raw, im, fmt
-
-
-def _why(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text[:200]
 
 
 def _protect_opened(
@@ -183,25 +167,25 @@ def _protect_opened(
         # JPEG: only the primary image (an MPO's secondary images are dropped with its MPF).
         n_frames = 1 if fmt == "JPEG" else int(getattr(im, "n_frames", 1))
     except Exception as exc:
-        raise CorruptImage(f"the {fmt} file's frames cannot be read: {_why(exc)}") from None
+        raise CorruptImage(f"the {fmt} file's frames cannot be read: {why(exc)}") from None
     if max_pixels is not None and n_frames > 1 and width * height * n_frames > max_pixels:
         raise ImageTooLarge(
             f"the animation has {n_frames} frames of {width}×{height}, "
             f"{width * height * n_frames / 1e6:.1f} MP in total, over {max_pixels / 1e6:.1f} MP"
         )
     meta = collect(im, raw, fmt)
-    params = _fidelity(im, raw, fmt, n_frames)
+    params = formats.fidelity(im, raw, fmt, n_frames)
     stats = _Stats()
     timings = {"decode": 0.0, "infer": 0.0, "encode": 0.0}
     take_model_seconds()
-    frames: list[_Frame] = []
+    frames: list[Frame] = []
     for index in range(n_frames):
         _check(deadline)
         t = time.perf_counter()
         if params.get("png16"):
-            frame = _decode_png16(raw or b"", im)
+            frame = formats.decode_png16(raw or b"", im)
         else:
-            frame = _decode_frame(im, index, fmt, n_frames)
+            frame = formats.decode_frame(im, index, fmt, n_frames)
         timings["decode"] += time.perf_counter() - t
         t = time.perf_counter()
         if frame.pixels16 is not None:
@@ -250,105 +234,8 @@ def _check(deadline: float | None) -> None:
         raise ProtectTimeout("protecting the image exceeded its time limit")
 
 
-# --- decoding -----------------------------------------------------------------------------------
-
-
-def _fidelity(im: Image.Image, raw: bytes | None, fmt: str, n_frames: int) -> dict[str, Any]:
-    """Encoding parameters that make the output look like the input (reported, too)."""
-    params: dict[str, Any] = {"mode": im.mode}
-    if fmt == "JPEG":
-        if im.mode == "CMYK":
-            raise UnsupportedImage(
-                "CMYK JPEGs (print separations) are not supported",
-                "export the artwork as an RGB JPEG (the web shows RGB anyway)",
-            )
-        tables = getattr(im, "quantization", None) or {}
-        if tables:
-            params["qtables"] = {k: list(v) for k, v in tables.items()}
-            params["quality"] = formats.estimate_jpeg_quality(list(tables[min(tables)]))
-        else:
-            params["quality"] = 90
-        sampling = JpegImagePlugin.get_sampling(im) if im.mode == "RGB" else -1
-        if sampling in SUBSAMPLING_NAMES:
-            params["subsampling"] = SUBSAMPLING_NAMES[sampling]
-        params["progressive"] = bool(im.info.get("progressive") or im.info.get("progression"))
-    elif fmt == "PNG":
-        header = formats.png_header(raw) if raw else None
-        if header:
-            params["bit_depth"] = header[2]
-            params["colour_type"] = header[3]
-            if header[2] == 16 and header[3] in (2, 6):
-                if n_frames > 1:
-                    raise UnsupportedImage(
-                        "animated 16-bit colour PNGs are not supported",
-                        "export the animation with 8 bits per channel",
-                    )
-                params["png16"] = True
-                for ctype, payload in formats.png_chunks(raw or b""):
-                    if ctype == b"tRNS":
-                        params["trns"] = payload
-        params["animated"] = n_frames > 1
-        if n_frames > 1:
-            params["loop"] = int(im.info.get("loop", 0))
-    elif fmt == "WEBP":
-        params["lossless"] = formats.webp_is_lossless(raw) if raw else True
-        if not params["lossless"]:
-            params["quality"] = WEBP_LOSSY_QUALITY
-        params["animated"] = n_frames > 1
-        if n_frames > 1:
-            params["loop"] = int(im.info.get("loop", 0))
-            params["background"] = im.info.get("background")
-    elif fmt == "GIF":
-        params["animated"] = n_frames > 1
-        if "loop" in im.info:
-            params["loop"] = int(im.info["loop"])
-    return params
-
-
-def _decode_frame(im: Image.Image, index: int, fmt: str, n_frames: int) -> _Frame:
-    try:
-        if index:
-            im.seek(index)
-        im.load()
-        if n_frames == 1 and fmt != "GIF":
-            return _Frame(im)
-        if fmt == "GIF":
-            disposal = getattr(im, "disposal_method", 0)
-            rgba = im.convert("RGBA")
-            return _Frame(rgba, im.info.get("duration"), disposal)
-        # APNG and animated WebP: Pillow composites frames onto the canvas.
-        frame = im.convert("RGBA") if im.mode not in ("RGB", "RGBA") else im.copy()
-        return _Frame(frame, im.info.get("duration"), im.info.get("disposal"), im.info.get("blend"))
-    except ProtectError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"the image is too large to decode safely: {exc}") from None
-    except Exception as exc:
-        raise CorruptImage(f"the {fmt} image data cannot be decoded: {_why(exc)}") from None
-
-
-def _decode_png16(raw: bytes, im: Image.Image) -> _Frame:
-    """16-bit colour PNG: Pillow keeps only the high byte of each sample, so decode twice — the
-    second time unpacking the low bytes (same unfiltering, little-endian unpacker) — and join."""
-    try:
-        im.load()
-        high = np.asarray(im)
-        low_image = Image.open(io.BytesIO(raw), formats=["PNG"])
-        tile = low_image.tile[0]
-        low_image.tile = [tile._replace(args=str(tile.args).replace(";16B", ";16L"))]
-        low = np.asarray(low_image)
-        if low.shape != high.shape:
-            raise ValueError("inconsistent 16-bit decode")
-        pixels = (high.astype(np.uint16) << 8) | low
-    except ProtectError:
-        raise
-    except Exception as exc:
-        raise CorruptImage(f"the 16-bit PNG image data cannot be decoded: {_why(exc)}") from None
-    return _Frame(im, pixels16=pixels)
-
-
 def _perturb_png16(
-    frame: _Frame,
+    frame: Frame,
     model: Model,
     strength: float,
     deadline: float | None,
@@ -508,14 +395,14 @@ def _snap_to_own_colours(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 
 
 def _encode_fitting(
-    frames: list[_Frame],
+    frames: list[Frame],
     fmt: str,
     meta: Metadata,
     params: dict[str, Any],
     xmp_args: dict[str, Any],
     exact_length: int | None,
 ) -> bytes:
-    data = _encode(frames, fmt, meta, params, xmp_args, padding=0, quality=None)
+    data = formats.encode(frames, fmt, meta, params, xmp_args, padding=0, quality=None)
     if exact_length is None:
         return data
     target = int(exact_length)
@@ -525,7 +412,7 @@ def _encode_fitting(
     missing = target - len(data)
     if missing == 0:
         return data
-    padded = _encode(frames, fmt, meta, params, xmp_args, padding=missing, quality=quality)
+    padded = formats.encode(frames, fmt, meta, params, xmp_args, padding=missing, quality=quality)
     if len(padded) != target and fmt == "WEBP":
         raise CannotFitLength(
             f"a WebP file always has an even size; {target} bytes is impossible",
@@ -541,11 +428,11 @@ def _shrink(frames, fmt, meta, params, xmp_args, target) -> tuple[bytes, int | N
     if fmt == "JPEG" or (fmt == "WEBP" and not params.get("lossless")):
         start = int(params.get("quality", 90))
         for quality in range(start - 2, 9, -2):
-            data = _encode(frames, fmt, meta, params, xmp_args, padding=0, quality=quality)
+            data = formats.encode(frames, fmt, meta, params, xmp_args, padding=0, quality=quality)
             if len(data) <= target:
                 return data, quality
     elif fmt == "PNG":
-        data = _encode(frames, fmt, meta, params, xmp_args, padding=0, quality=9)
+        data = formats.encode(frames, fmt, meta, params, xmp_args, padding=0, quality=9)
         if len(data) <= target:
             return data, 9
     raise CannotFitLength(
@@ -553,170 +440,4 @@ def _shrink(frames, fmt, meta, params, xmp_args, target) -> tuple[bytes, int | N
         "the upload's declared size is smaller than any faithful protected version",
     )
 
-
-def _encode(
-    frames: list[_Frame],
-    fmt: str,
-    meta: Metadata,
-    params: dict[str, Any],
-    xmp_args: dict[str, Any],
-    *,
-    padding: int,
-    quality: int | None,
-) -> bytes:
-    packet = provenance.build_xmp(meta.xmp, padding=padding, **xmp_args)
-    try:
-        if fmt == "JPEG":
-            return _encode_jpeg(frames[0].image, meta, params, packet, quality)
-        if fmt == "PNG":
-            return _encode_png(frames, meta, params, packet, quality)
-        if fmt == "WEBP":
-            return _encode_webp(frames, meta, params, packet, quality)
-        return _encode_gif(frames, meta, params, packet)
-    except ProtectError:
-        raise
-    except Exception as exc:
-        raise UnsupportedImage(f"the protected {fmt} cannot be written: {_why(exc)}") from None
-
-
-def _encode_jpeg(image, meta: Metadata, params, packet: bytes, quality: int | None) -> bytes:
-    kwargs: dict[str, Any] = {"optimize": False, "progressive": params.get("progressive", False)}
-    if quality is None and "qtables" in params:
-        # The original tables: same quality, exactly (a `quality` would rescale them).
-        kwargs["qtables"] = params["qtables"]
-    else:
-        kwargs["quality"] = quality or params.get("quality", 90)
-    sampling = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}.get(params.get("subsampling", ""))
-    if sampling is not None:
-        kwargs["subsampling"] = sampling
-    _common(kwargs, meta)
-    if meta.comment:
-        kwargs["comment"] = meta.comment
-    # The JPEG APP1 segment limit: bulk padding goes into COM segments, the rest into the XMP.
-    limit = 65000
-    extra: list[bytes] = list(meta.jpeg_segments)
-    if len(packet) > limit:
-        overflow = len(packet) - limit + 8
-        packet = packet.replace(b" " * overflow + b"<?xpacket end", b"<?xpacket end", 1)
-        extra += formats.jpeg_comment_padding(overflow)
-    kwargs["xmp"] = packet
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", **kwargs)
-    return formats.jpeg_insert_segments(buffer.getvalue(), extra)
-
-
-def _common(kwargs: dict[str, Any], meta: Metadata) -> None:
-    if meta.icc_profile:
-        kwargs["icc_profile"] = meta.icc_profile
-    if meta.exif:
-        kwargs["exif"] = meta.exif
-    if meta.dpi:
-        kwargs["dpi"] = meta.dpi
-
-
-def _encode_png(frames: list[_Frame], meta: Metadata, params, packet: bytes, level) -> bytes:
-    info = PngImagePlugin.PngInfo()
-    for ctype, payload in meta.png_chunks:
-        info.add(ctype, payload)
-    kwargs: dict[str, Any] = {"pnginfo": info, "optimize": False, "compress_level": level or 6}
-    _common(kwargs, meta)
-    first = frames[0].image
-    if first.mode in ("P", "L", "RGB", "I", "I;16", "I;16B") and "transparency" in first.info:
-        kwargs["transparency"] = first.info["transparency"]
-    if len(frames) > 1:
-        kwargs.update(
-            save_all=True,
-            append_images=[f.image for f in frames[1:]],
-            duration=[f.duration or 0 for f in frames],
-            loop=params.get("loop", 0),
-            # Frames are composited canvases: the original disposal is kept, and each frame is
-            # blended as "source" so its pixels (alpha included) replace the canvas exactly.
-            disposal=[int(f.disposal or 0) for f in frames],
-            blend=0,
-            default_image=False,
-        )
-    if frames[0].pixels16 is not None:
-        kwargs.pop("transparency", None)
-    buffer = io.BytesIO()
-    first.save(buffer, "PNG", **kwargs)
-    data = formats.png_insert_before_idat(buffer.getvalue(), formats.png_xmp_chunk(packet))
-    if frames[0].pixels16 is not None:
-        header, idat = formats.png16_image_data(frames[0].pixels16)
-        trns = params.get("trns")
-        before = [formats.png_chunk(b"tRNS", trns)] if trns else []
-        data = formats.png_replace_image_data(data, header, idat, before)
-    return data
-
-
-def _encode_webp(frames: list[_Frame], meta: Metadata, params, packet: bytes, quality) -> bytes:
-    lossless = bool(params.get("lossless"))
-    kwargs: dict[str, Any] = {"lossless": lossless, "method": 4, "exact": True, "xmp": packet}
-    kwargs["quality"] = 80 if lossless else (quality or params.get("quality", 90))
-    if not lossless:
-        kwargs["alpha_quality"] = 100
-    _common(kwargs, meta)
-    kwargs.pop("dpi", None)
-    if len(frames) > 1:
-        kwargs.update(
-            save_all=True,
-            append_images=[f.image for f in frames[1:]],
-            duration=[int(f.duration or 0) for f in frames],
-            loop=params.get("loop", 0),
-            minimize_size=False,
-            allow_mixed=False,
-        )
-        if isinstance(params.get("background"), tuple):
-            kwargs["background"] = params["background"]
-    buffer = io.BytesIO()
-    frames[0].image.save(buffer, "WEBP", **kwargs)
-    return buffer.getvalue()
-
-
-def _gif_palette_frame(image: Image.Image, transparent_slot: bool) -> Image.Image:
-    """An RGBA frame as a P image with an exact palette (its own colours), so GIF encoding adds
-    no quantisation error; Pillow's quantiser only when the frame has more colours than a GIF
-    palette holds. With `transparent_slot`, index 0 is the transparent entry in every frame
-    (Pillow writes one transparency index for the whole animation)."""
-    rgba = np.asarray(image.convert("RGBA"))
-    opaque = rgba[..., 3] > 0
-    colours = rgba[..., :3].astype(np.int32)
-    packed = (colours[..., 0] << 16) | (colours[..., 1] << 8) | colours[..., 2]
-    unique, inverse = np.unique(packed[opaque], return_inverse=True)
-    if len(unique) + transparent_slot > 256:
-        return image.convert("RGBA").quantize(256, method=Image.Quantize.FASTOCTREE, dither=0)
-    index = np.zeros(rgba.shape[:2], dtype=np.uint8)
-    index[opaque] = inverse.ravel() + int(transparent_slot)
-    palette = np.stack([(unique >> 16) & 255, (unique >> 8) & 255, unique & 255], axis=1)
-    if transparent_slot:
-        palette = np.vstack([[[0, 0, 0]], palette])
-    result = Image.fromarray(index, "P")
-    result.putpalette(palette.astype(np.uint8).tobytes(), "RGB")
-    if transparent_slot:
-        result.info["transparency"] = 0
-    return result
-
-
-def _encode_gif(frames: list[_Frame], meta: Metadata, params, packet: bytes) -> bytes:
-    kwargs: dict[str, Any] = {"optimize": False}
-    if meta.comment:
-        kwargs["comment"] = meta.comment
-    if "loop" in params:
-        kwargs["loop"] = params["loop"]
-    transparent = any(f.image.mode == "RGBA" and f.image.getextrema()[3][0] == 0 for f in frames)
-    images = [_gif_palette_frame(f.image, transparent) for f in frames]
-    if "transparency" in images[0].info:
-        kwargs["transparency"] = images[0].info["transparency"]
-    if len(frames) > 1:
-        kwargs.update(
-            save_all=True,
-            append_images=images[1:],
-            duration=[int(f.duration or 0) for f in frames],
-            disposal=[int(f.disposal or 0) for f in frames],
-        )
-    elif frames[0].duration:
-        kwargs["duration"] = int(frames[0].duration)
-    buffer = io.BytesIO()
-    images[0].save(buffer, "GIF", **kwargs)
-    data = formats.gif_strip_xmp(buffer.getvalue())
-    return formats.gif_insert_extension(data, formats.gif_xmp_extension(packet))
 

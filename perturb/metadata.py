@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image
 
-from perturb import formats
+from perturb import containers
 
 
 @dataclass
@@ -67,18 +67,18 @@ def collect(im: Image.Image, raw: bytes | None, fmt: str) -> Metadata:
         return meta
     if fmt == "JPEG":
         meta.xmp = _as_bytes(info.get("xmp"))
-        meta.jpeg_segments = formats.jpeg_extra_segments(raw)
+        meta.jpeg_segments = containers.jpeg_extra_segments(raw)
     elif fmt == "PNG":
-        meta.xmp = formats.png_xmp(raw)
-        for ctype, payload in formats.png_chunks(raw):
-            if ctype in formats.PNG_COPY_BEFORE_PLTE or (
-                ctype in formats.PNG_TEXT and not formats.png_is_xmp_chunk(ctype, payload)
+        meta.xmp = containers.png_xmp(raw)
+        for ctype, payload in containers.png_chunks(raw):
+            if ctype in containers.PNG_COPY_BEFORE_PLTE or (
+                ctype in containers.PNG_TEXT and not containers.png_is_xmp_chunk(ctype, payload)
             ):
                 meta.png_chunks.append((ctype, payload))
         meta.comment = None  # PNG comments are text chunks, copied above
     elif fmt == "WEBP":
-        meta.xmp = formats.webp_xmp(raw)
+        meta.xmp = containers.webp_xmp(raw)
     elif fmt == "GIF":
-        meta.xmp = formats.gif_xmp(raw)
+        meta.xmp = containers.gif_xmp(raw)
         meta.exif = meta.icc_profile = None  # GIF holds neither (Pillow may invent ICC from ext)
     return meta

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from perturb import inspect_marker, protect
-from perturb.formats import PNG_SIGNATURE, png_chunk, png_chunks, png_header
+from perturb.containers import PNG_SIGNATURE, png_chunk, png_chunks, png_header
 
 
 def png16(pixels: np.ndarray, extra: list[bytes] = (), filter_type: int = 0) -> bytes:

@@ -81,7 +81,7 @@ def test_png_text_chunks_and_dpi_are_kept(protected) -> None:
 
 
 def test_webp_stays_lossy_and_keeps_icc(protected) -> None:
-    from perturb.formats import webp_is_lossless
+    from perturb.containers import webp_is_lossless
 
     assert not webp_is_lossless(protected["lossy.webp"])
     after = Image.open(io.BytesIO(protected["lossy.webp"]))
