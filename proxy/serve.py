@@ -99,8 +99,9 @@ def check_config(config: ServeConfig) -> dict[str, str]:
     ):
         if not port_free(host, port):
             raise ServeError(
-                f"the {what} port {host}:{port} is in use (is `sfumato serve` already running? "
-                f"`sfumato doctor` checks); choose another with --{what.lower()}-port"
+                f"cannot listen on {host}:{port} for the {what}: the port is in use (is `sfumato "
+                f"serve` already running? `sfumato doctor` checks) or {host} is not an address "
+                f"of this machine; change --{what.lower()}-port or --{what.lower()}-host"
             )
     return sets
 
@@ -247,7 +248,13 @@ async def serve(
     runner = web.AppRunner(create_app(ctx), access_log=None, shutdown_timeout=config.grace)
     await runner.setup()
     site = web.TCPSite(runner, config.api_bind, config.api_port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # taken between check_config and now, or not an address of ours
+        await runner.cleanup()
+        store.close()
+        where = f"{config.api_bind}:{config.api_port}"
+        raise ServeError(f"the API cannot listen on {where}: {exc}") from exc
     api_url = f"http://{connect_host(config.api_bind)}:{config.api_port}"
 
     loop = asyncio.get_running_loop()

@@ -163,3 +163,18 @@ def test_every_custom_site_the_store_accepts_the_addon_accepts(site_id, hosts):
     entry = {"id": sid, "name": "N", "hosts": list(clean)}
     [profile] = site_profiles.parse_custom_sites(json.dumps([entry]))
     assert profile.hosts == clean
+
+
+def test_serve_refuses_a_taken_port(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            check_config(ServeConfig(data_dir=tmp_path, proxy_port=port, api_port=0))
+        except ServeError as exc:
+            assert f"127.0.0.1:{port}" in str(exc) and "--proxy-port" in str(exc)
+        else:
+            raise AssertionError("a taken port must be refused before starting")
