@@ -75,6 +75,10 @@ export class Service {
       this.ready.then(() => ext.tabs.get(tabId)).then((tab) => this.paintTab(tab)).catch(() => {});
     });
     ext.tabs.onRemoved.addListener(() => this.ready.then(() => this.schedule()));
+    // First install: open the options page, where pairing starts.
+    ext.runtime.onInstalled?.addListener(({ reason }) => {
+      if (reason === "install") ext.runtime.openOptionsPage();
+    });
     ext.alarms.create(POLL_ALARM, { periodInMinutes: SLOW_POLL_MINUTES });
     return this.ready.then(() => this.refresh());
   }

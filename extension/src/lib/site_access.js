@@ -7,5 +7,9 @@ export async function ensureSiteAccess(ext, hosts) {
   if (!(ext.proxy && ext.proxy.onRequest)) return true;
   const origins = originPatterns(hosts);
   if (!origins.length) return true;
-  return ext.permissions.request({ origins });
+  try {
+    return await ext.permissions.request({ origins });
+  } catch {
+    return false; // the caller says which site could not be allowed
+  }
 }

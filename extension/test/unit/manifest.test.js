@@ -18,6 +18,9 @@ test("one manifest for both browsers: service worker for Chromium, scripts for F
 test("permissions stay minimal: no webRequest, no blanket host access", () => {
   assert.deepEqual([...manifest.permissions].sort(), ["alarms", "notifications", "proxy", "storage", "tabs"]);
   assert.deepEqual(manifest.host_permissions, ["http://127.0.0.1/*", "http://localhost/*"]);
+  // One pattern for both schemes: Firefox refuses a request for "*://site/*" unless a single
+  // optional pattern covers it (two patterns "http://*/*" + "https://*/*" do not).
+  assert.deepEqual(manifest.optional_host_permissions, ["*://*/*"]);
 });
 
 test("every file the manifest names exists", () => {
