@@ -55,12 +55,14 @@ test-python: $(VENV)/.installed lint
 test-train: $(TRAIN_VENV)/.installed
 	$(TRAIN_VENV)/bin/pytest -q tests/training
 
-# Debian's Chromium for the extension's end-to-end test (Playwright cannot download its own
-# here; playwright-core drives /usr/bin/chromium over CDP, so no chromium-driver is needed).
+# Debian's Chromium and Firefox ESR for the extension's end-to-end tests (Playwright and Puppeteer
+# cannot download browsers here; they drive the system binaries over CDP / WebDriver BiDi).
 browser:
-	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@test -x /usr/bin/chromium -a -x /usr/bin/firefox-esr || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium firefox-esr; }
 
-# Unit tests (node --test), web-ext lint, then the end-to-end test (Chromium + sfumato serve).
+# Unit tests (node --test), web-ext lint, then the end-to-end tests (Chromium and Firefox, each
+# against a real sfumato serve).
 test-extension: $(VENV)/.installed browser
 	cd extension && npm ci --no-audit --no-fund && npm test
 
