@@ -286,7 +286,8 @@ export class Service {
         if (!host) throw new TypeError(this.t("errorNoSiteHere"));
         const pattern = customSiteHost(host);
         // No strength: a new site follows the default strength (options page).
-        const site = { id: customSiteId(pattern), name: pattern, hosts: [pattern], enabled: true };
+        // Both forms: the backend matches "x.com" exactly, so "*.x.com" covers www. and others.
+        const site = { id: customSiteId(pattern), name: pattern, hosts: [pattern, `*.${pattern}`], enabled: true };
         try {
           await this.client().addSite(site);
         } catch (err) {

@@ -235,13 +235,11 @@ export function activityForSite(events, siteId, limit = 5) {
   return events.filter((e) => e.site === siteId).slice(0, limit);
 }
 
-/** A custom site id from a host ("www.my-art.example" -> "custom-my-art-example"). */
+/** A custom site id from a host ("www.my-art.example" -> "custom-my-art-example"), ≤ 40 chars. */
 export function customSiteId(host) {
-  return (
-    "custom-" +
-    host
-      .replace(/^www\./, "")
-      .replace(/[^a-z0-9]+/g, "-")
-      .replace(/^-+|-+$/g, "")
-  );
+  const slug = host
+    .replace(/^www\./, "")
+    .replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-+|-+$/g, "");
+  return ("custom-" + slug).slice(0, 40).replace(/-+$/, "");
 }

@@ -81,7 +81,7 @@ describe("extension end to end in Firefox (proxy.onRequest + sfumato serve)", { 
   it("the site loads through Sfumato and receives a protected image", async () => {
     page = await ff.browser.newPage();
     await page.goto(`https://${SITE_HOST}/`);
-    assert.match(await page.title(), /Tumblr/);
+    assert.match(await page.title(), /Post a photo/);
     const tabs = await ext.evaluate((host) => browser.tabs.query({ url: `https://${host}/*` }), SITE_HOST);
     tabId = tabs[0].id;
     const result = await upload(fixtures.artwork);

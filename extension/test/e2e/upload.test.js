@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { SITE_HOST, spkiHash, startArtSite } from "./support/art_site.js";
+import { CUSTOM_HOST, SITE_HOST, spkiHash, startArtSite } from "./support/art_site.js";
 import { backendAvailable, buildFixtures, pairingCode, startServe } from "./support/backend.js";
 import { chromiumAvailable, launchWithExtension } from "./support/browser.js";
 
@@ -66,7 +66,8 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
   }
 
   /** Upload a file through the site's own form; returns {status, error} as the page saw it. */
-  async function upload(file) {
+  async function upload(file, on = page) {
+    const page = on;
     const n = Number(await page.getAttribute("#result", "data-n"));
     await page.setInputFiles("#file", file);
     await page.click("button[type=submit]");
@@ -86,7 +87,7 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
     browser = await launchWithExtension(EXTENSION, {
       // Direct connections to the site (protection off) reach the local double; proxied ones go
       // to mitmproxy, which redirects upstream itself.
-      hostRules: `MAP ${SITE_HOST}:443 127.0.0.1:${site.port}`,
+      hostRules: [SITE_HOST, CUSTOM_HOST].map((h) => `MAP ${h}:443 127.0.0.1:${site.port}`).join(","),
       spki: [spkiHash(site.cert), spkiHash(serve.caPem)],
     });
   });
@@ -201,6 +202,27 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
     assert.ok(diffLit > 0.5, `the amplified difference shows the perturbation (${diffLit})`);
     await options.screenshot({ path: path.join(SCREENSHOTS, "options.png"), fullPage: true });
     await options.close();
+  });
+
+  it("an unknown site: 'Protect this site' adds it, and its uploads are protected", async () => {
+    const portfolio = await browser.context.newPage();
+    await portfolio.goto(`https://${CUSTOM_HOST}/`);
+    const [tab] = await (await worker()).evaluate((host) => chrome.tabs.query({ url: `https://${host}/*` }), CUSTOM_HOST);
+    const p = await browser.context.newPage();
+    await p.setViewportSize({ width: 360, height: 620 });
+    await p.goto(`chrome-extension://${browser.extensionId}/popup/popup.html?tab=${tab.id}`);
+    await p.waitForSelector("body[data-ready=true]");
+    assert.equal(await p.isVisible("#add-section"), true, "no built-in profile: the popup offers to add the site");
+    await p.click("#add-site");
+    await p.waitForSelector('#power[aria-checked="true"]');
+    assert.equal(await p.textContent("#site-name"), "inkwell.example");
+    await p.close();
+    const before = site.received.length;
+    const result = await upload(fixtures.artwork, portfolio);
+    assert.equal(result.status, "201");
+    assert.equal(site.received.length, before + 1);
+    assert.ok(!site.received.at(-1).equals(readFileSync(fixtures.artwork)), "the custom site got a protected image");
+    await portfolio.close();
   });
 
   it("backend gone: uploads to a protected site are blocked, not sent unprotected", async () => {

@@ -133,7 +133,7 @@ test("'Protect this site' adds an enabled custom site for the tab's host", async
   assert.equal(before.canAddSite, true);
   const answer = await service.route({ type: "addSite", tabId: 9 });
   assert.equal(answer.ok, true, answer.error);
-  assert.deepEqual(backend.sites.at(-1).hosts, ["my-art.example"]);
+  assert.deepEqual(backend.sites.at(-1).hosts, ["my-art.example", "*.my-art.example"]);
   assert.equal(answer.value.site.id, "custom-my-art-example");
   assert.equal(answer.value.site.enabled, true);
   assert.equal((await service.route({ type: "addSite", url: "chrome://extensions" })).ok, false);

@@ -157,4 +157,6 @@ test("activity for a site and custom site ids", () => {
   assert.equal(activityForSite(events, "a").length, 2);
   assert.equal(activityForSite(events, "a", 1).length, 1);
   assert.equal(customSiteId("www.my-art.example"), "custom-my-art-example");
+  const long = customSiteId("a-very-long-subdomain.of-an-artists-portfolio.example");
+  assert.ok(long.length <= 40 && /^[a-z0-9_-]+$/.test(long) && !long.endsWith("-"), long);
 });

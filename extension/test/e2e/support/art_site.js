@@ -9,6 +9,8 @@ import https from "node:https";
 import path from "node:path";
 
 export const SITE_HOST = "www.tumblr.com";
+/** A portfolio site Sfumato has no profile for (the "Protect this site" case). */
+export const CUSTOM_HOST = "www.inkwell.example";
 export const UPLOAD_PATH = "/api/v2/media/image";
 
 /** base64(sha256(SubjectPublicKeyInfo)) of a PEM certificate, for --ignore-certificate-errors-spki-list. */
@@ -23,13 +25,13 @@ function makeCertificate(dir) {
   execFileSync("openssl", [
     "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
     "-keyout", key, "-out", cert, "-days", "2", "-subj", `/CN=${SITE_HOST}`,
-    "-addext", `subjectAltName=DNS:${SITE_HOST},DNS:tumblr.com`,
+    "-addext", `subjectAltName=DNS:${SITE_HOST},DNS:tumblr.com,DNS:${CUSTOM_HOST}`,
   ], { stdio: "ignore" });
   return { key: readFileSync(key), cert: readFileSync(cert) };
 }
 
 const PAGE = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Post a photo – Tumblr (test double)</title></head>
+<html lang="en"><head><meta charset="utf-8"><title>Post a photo (test double)</title></head>
 <body>
 <h1>Post a photo</h1>
 <form id="upload">
