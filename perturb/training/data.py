@@ -78,12 +78,25 @@ class CropSampler:
     generator sees both native detail and downscaled content.
     """
 
-    def __init__(self, paths: list[Path], max_side: int = 1024, seed: int = 0) -> None:
-        self.images = [load_rgb(p, max_side=max_side) for p in paths]
+    def __init__(self, paths: list[Path], max_side: int = 1024, seed: int = 0,
+                 cache: Path | None = None) -> None:
+        key = [str(p) for p in paths] + [str(max_side)]
+        if cache is not None and cache.is_file():
+            stored = torch.load(cache, weights_only=False)
+            if stored.get("key") == key:
+                self.images = stored["images"]
+            else:
+                cache.unlink()
+        if cache is None or not cache.is_file():  # decoding hundreds of images costs a minute
+            self.images = [(load_rgb(p, max_side=max_side) * 255).round().to(torch.uint8)
+                           for p in paths]
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"key": key, "images": self.images}, cache)
         self.rng = random.Random(seed)
 
     def crop(self, size: int) -> torch.Tensor:
-        img = self.images[self.rng.randrange(len(self.images))]
+        img = self.images[self.rng.randrange(len(self.images))].float() / 255
         _, h, w = img.shape
         if min(h, w) < size:  # upscale tiny images just enough
             s = size / min(h, w)

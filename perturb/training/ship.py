@@ -1,0 +1,118 @@
+"""Ship a checkpoint: checked ONNX export, preset calibration and model card in onnx_models/.
+
+    python -m perturb.training.ship runs/main/model.pt --id sfumato-patterns-v1 --shared ../shared
+
+Writes `onnx_models/<id>.onnx` and `onnx_models/<id>.json` (the card of docs/architecture.md). The
+card's metrics are measured here on `val/`; the reported efficacy numbers come from
+`bench/efficacy.py` on the shipped file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from perturb.training.calibrate import TARGETS, calibrate, protect_pil, ssimulacra2
+from perturb.training.data import list_images, load_rgb, tensor_to_pil
+from perturb.training.export import OPSET, check, load_model, sha256_bytes, to_onnx_bytes
+from perturb.training.generator import PatternProtector, macs_per_pixel
+from perturb.training.surrogates import TAEF2_FILES, sha256_file
+
+TILE = {"mode": "tile", "tile": 1024, "overlap": 64}
+
+
+def card(model_id: str, version: str, onnx_bytes: bytes, model: PatternProtector,
+         presets: dict[str, float], training: dict, data: dict, surrogates: list[dict],
+         metrics: dict) -> dict:
+    return {
+        "id": model_id,
+        "version": version,
+        "file": f"{model_id}.onnx",
+        "sha256": sha256_bytes(onnx_bytes),
+        "contract": {
+            "inputs": {"image": "float32 [N,3,H,W] sRGB in [0,1]", "strength": "float32 scalar"},
+            "outputs": {"protected": "float32 [N,3,H,W] in [0,1]"},
+            "size_multiple": model.cfg.tile,
+            "large_images": TILE,
+            "opset": OPSET,
+        },
+        "presets": presets,
+        "training": training,
+        "data": data,
+        "surrogates": surrogates,
+        "metrics": metrics,
+    }
+
+
+def visibility_stats(model: PatternProtector, images: list[torch.Tensor],
+                     strength: float) -> dict[str, float]:
+    scores = [ssimulacra2(tensor_to_pil(x), protect_pil(model, x, strength)) for x in images]
+    a = np.asarray(scores)
+    return {"median": round(float(np.median(a)), 2), "min": round(float(a.min()), 2),
+            "max": round(float(a.max()), 2), "share_under_60": round(float((a < 60).mean()), 3),
+            "images": len(scores)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("--id", required=True)
+    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--shared", type=Path, default=Path("../shared"))
+    ap.add_argument("--out-dir", type=Path, default=Path("onnx_models"))
+    ap.add_argument("--calibration-images", type=int, default=16)
+    ap.add_argument("--metrics-json", type=Path, action="append", default=[],
+                    help="extra measured metrics (JSON objects) merged into the card")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    t0 = time.time()
+    state = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
+    model = load_model(a.checkpoint)
+    onnx_bytes = to_onnx_bytes(model)
+    val_paths = list_images(a.shared, "val")
+    check_imgs = [load_rgb(p, max_side=512, multiple=model.cfg.tile) for p in val_paths[:6]]
+    worst = check(model, onnx_bytes, check_imgs)
+    print(f"ONNX vs PyTorch max abs diff {worst:.2e}; {len(onnx_bytes) / 1024:.0f} KiB")
+    step = max(1, len(val_paths) // a.calibration_images)
+    cal_paths = val_paths[::step][: a.calibration_images]
+    cal_imgs = [load_rgb(p) for p in cal_paths]
+    presets, scores = calibrate(model, cal_imgs)
+    print("presets:", presets)
+    vis = {name: visibility_stats(model, cal_imgs, s) for name, s in presets.items()}
+    print("visibility at presets:", vis)
+    train_paths = list_images(a.shared, "train")
+    metrics: dict = {
+        "split": "val",
+        "onnx_max_abs_diff_vs_pytorch": worst,
+        "onnx_bytes": len(onnx_bytes),
+        "macs_per_pixel_estimate": round(macs_per_pixel(model.cfg)),
+        "ssimulacra2_at_presets": vis,
+        "ssimulacra2_targets": TARGETS,
+        "training_val_history": state.get("history", [])[-3:],
+    }
+    for extra in a.metrics_json:
+        metrics.update(json.loads(extra.read_text()))
+    shared_sur = Path(a.shared) / "surrogates"
+    surrogates = [{"name": "taef2", "source": "madebyollin/taesd (MIT)",
+                   "files": {f: sha256_file(shared_sur / f) for f in TAEF2_FILES.values()
+                             if (shared_sur / f).is_file()}}]
+    cfg = state["config"]
+    training = {"config": cfg, "steps": state.get("step"),
+                "code": "perturb/training/train.py", "command": "make train"}
+    data = {"corpus": "../shared/data/artworks", "train_images": len(train_paths),
+            "val_images": len(val_paths), "calibration_images": len(cal_paths),
+            "transparency": "composited over grey 128"}
+    c = card(a.id, a.version, onnx_bytes, model, presets, training, data, surrogates, metrics)
+    a.out_dir.mkdir(parents=True, exist_ok=True)
+    (a.out_dir / f"{a.id}.onnx").write_bytes(onnx_bytes)
+    (a.out_dir / f"{a.id}.json").write_text(json.dumps(c, indent=2) + "\n")
+    print(f"shipped {a.out_dir / a.id}.onnx + .json in {time.time() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

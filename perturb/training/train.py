@@ -1,0 +1,229 @@
+"""Train the protection model (CPU, resumable). `python -m perturb.training.train --help`.
+
+Each step: random crops from `train/`, protected at strength 1 by the generator, both passed through
+the same random platform transform (JPEG / resize+JPEG / noise+JPEG / identity, sub-tile crop), and
+the generator is pushed to maximise the log latent shift (latents plus intermediate feature maps) of
+every surrogate encoder. The budget is fixed during training; strength presets are calibrated after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from perturb.training.data import CropSampler, list_images, load_rgb
+from perturb.training.generator import GeneratorConfig, PatternProtector
+from perturb.training.losses import decoy_loss, normalised_shift, shift_loss
+from perturb.training.surrogates import Surrogate, load_surrogate
+from perturb.training.transforms import Transform, quantize_st, sample_transform
+from perturb.training.visibility import ssimulacra2
+
+
+# ---- configuration (defaults of the shipped run; every field is a command-line flag) ----
+@dataclass
+class TrainConfig:
+    run: str = "runs/pattern"  # checkpoints and log
+    surrogates: str = "taef2"  # comma-separated specs (see surrogates.load_surrogate)
+    tap_weights: tuple[float, ...] = (0.5, 0.5, 1.0, 1.0, 2.0)  # full, 1/2, 1/4, 1/8, latents
+    minutes: float = 50.0  # wall-clock budget of this run (the loop stops after it)
+    max_steps: int = 100_000
+    batch: int = 8
+    crops: tuple[int, ...] = (96, 128)  # multiples of the tile
+    lr_patterns: float = 0.03
+    lr_net: float = 2e-3
+    decoy_weight: float = 0.0  # > 0 adds the targeted decoy term
+    visibility_target: float = 72.0  # SSIMULACRA 2 of each crop the budget is held at (0 = off)
+    visibility_weight: float = 0.5  # hinge weight per point below the target
+    checkpoint_minutes: float = 3.0
+    eval_every: int = 50
+    threads: int = 2
+    seed: int = 0
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+
+
+def decoy_texture(size: int = 64) -> torch.Tensor:
+    """A fixed high-contrast texture (checker + stripes) whose latents act as the decoy target."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    checker = ((yy // 8 + xx // 8) % 2).float()
+    stripes = (torch.sin(xx.float() * 0.8 + yy.float() * 0.3) > 0).float()
+    return torch.stack([checker, stripes, 1 - checker]).unsqueeze(0)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, surrogates: list[Surrogate], train_set: CropSampler,
+                 val_images: list[torch.Tensor]) -> None:
+        self.cfg = cfg
+        self.surrogates = surrogates
+        self.data = train_set
+        self.val = val_images
+        self.model = PatternProtector(cfg.generator)
+        pats = [self.model.patterns]
+        rest = [p for n, p in self.model.named_parameters() if n != "patterns"]
+        self.opt = torch.optim.Adam(
+            [{"params": pats, "lr": cfg.lr_patterns}, {"params": rest, "lr": cfg.lr_net}]
+        )
+        self.step = 0
+        self.elapsed = 0.0
+        self.rng = random.Random(cfg.seed)
+        self.history: list[dict] = []
+        self.decoy = None
+        if cfg.decoy_weight > 0:
+            with torch.no_grad():
+                self.decoy = [s.encoder(decoy_texture()) for s in surrogates]
+
+    # -- checkpoints --
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+                "elapsed": self.elapsed, "rng": self.rng.getstate(), "history": self.history,
+                "config": config_dict(self.cfg)}
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state(), tmp)
+        tmp.replace(path)
+
+    def load(self, path: Path) -> None:
+        st = torch.load(path, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        self.step, self.elapsed = st["step"], st["elapsed"]
+        self.rng.setstate(st["rng"])
+        self.history = st.get("history", [])
+
+    # -- one optimisation step --
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        size = self.rng.choice(cfg.crops)
+        x = self.data.batch(cfg.batch, size)
+        t = sample_transform(self.rng)
+        x_adv = self.model(x, 1.0)
+        loss = x.new_zeros(())
+        logs: dict[str, float] = {}
+        tx, tadv = t(x), t(x_adv)
+        for i, s in enumerate(self.surrogates):
+            taps = cfg.tap_weights if s.taps else None
+            l_s, lg = shift_loss(s, tadv, tx, taps)
+            loss = loss + l_s / len(self.surrogates)
+            logs.update({f"{s.name}.{k}": v for k, v in lg.items()})
+            if self.decoy is not None:
+                loss = loss + cfg.decoy_weight * decoy_loss(s, tadv, self.decoy[i])
+        if cfg.visibility_target > 0:
+            vis = ssimulacra2(x, quantize_st(x_adv))
+            loss = loss + cfg.visibility_weight * torch.relu(cfg.visibility_target - vis).mean()
+            logs["ss2"] = vis.mean().item()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        logs["loss"] = loss.item()
+        logs["transform"] = t.name  # type: ignore[assignment]
+        return logs
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Median log10 latent shift on fixed val crops under JPEG 85 (a training signal only;
+        the scored numbers come from bench/efficacy.py)."""
+        t = Transform("jpeg85", quality=85)
+        vals = []
+        for x in self.val:
+            x = x.unsqueeze(0)
+            s = self.surrogates[0]
+            vals.append(math.log10(normalised_shift(s.encoder(t(self.model(x, 1.0))),
+                                                    s.encoder(t(x))).item()))
+        vals.sort()
+        return {"val_log10_shift_jpeg85": vals[len(vals) // 2]}
+
+    def run(self, run_dir: Path) -> None:
+        cfg = self.cfg
+        start = time.time() - self.elapsed
+        last_ckpt = time.time()
+        budget = cfg.minutes * 60
+        t0, s0 = time.time(), self.step
+        while self.step < cfg.max_steps and time.time() - start < budget:
+            logs = self.train_step()
+            self.step += 1
+            self.elapsed = time.time() - start
+            if self.step % 10 == 0:
+                ips = (self.step - s0) / (time.time() - t0)
+                eta = max(0.0, budget - self.elapsed)
+                taps = " ".join(f"{k.split('.')[-1]}={v:+.2f}" for k, v in logs.items()
+                                if ".tap" in k)
+                print(f"step {self.step} loss {logs['loss']:+.3f} [{logs['transform']}] {taps} "
+                      f"ss2 {logs.get('ss2', float('nan')):.1f} "
+                      f"{ips:.2f} it/s ETA {eta / 60:.1f} min", flush=True)
+            if self.step % cfg.eval_every == 0:
+                ev = self.evaluate()
+                self.history.append({"step": self.step, "elapsed": round(self.elapsed), **ev})
+                print(f"eval step {self.step}: {ev}", flush=True)
+            if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+                self.save(run_dir / "ckpt.pt")
+                last_ckpt = time.time()
+        self.save(run_dir / "ckpt.pt")
+        torch.save({"model": self.model.state_dict(), "config": config_dict(cfg),
+                    "step": self.step, "history": self.history}, run_dir / "model.pt")
+        print(f"done: {self.step} steps in {self.elapsed / 60:.1f} min -> {run_dir / 'model.pt'}")
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", type=Path, default=Path("../shared"))
+    ap.add_argument("--resume", action="store_true", help="continue from <run>/ckpt.pt")
+    ap.add_argument("--init", type=Path, help="start from this model.pt/ckpt.pt's weights")
+    ap.add_argument("--val-images", type=int, default=8)
+    ap.add_argument("--cache", action="store_true", help="keep decoded crops in runs/cache/")
+    d = TrainConfig()
+    for f, v in asdict(d).items():
+        if f == "generator":
+            for gf, gv in v.items():
+                ap.add_argument(f"--g-{gf.replace('_', '-')}", type=type(gv), default=gv)
+        elif isinstance(v, (tuple, list)):
+            ap.add_argument(f"--{f.replace('_', '-')}", type=type(v[0]), nargs="+", default=v)
+        else:
+            ap.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
+    a = ap.parse_args(argv)
+    gen = GeneratorConfig(**{gf: getattr(a, f"g_{gf}") for gf in asdict(GeneratorConfig())})
+    cfg = TrainConfig(**{f: (tuple(getattr(a, f)) if isinstance(getattr(a, f), list)
+                             else getattr(a, f))
+                         for f in asdict(d) if f != "generator"}, generator=gen)
+    return cfg, a
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, a = parse_args(argv)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    run_dir = Path(cfg.run)
+    surrogates = [load_surrogate(s, a.shared) for s in cfg.surrogates.split(",")]
+    train_paths = list_images(a.shared, "train")
+    print(f"train images: {len(train_paths)}; surrogates: {[s.name for s in surrogates]}")
+    train_set = CropSampler(train_paths, max_side=768, seed=cfg.seed,
+                            cache=Path("runs") / "cache" / "train-768.pt" if a.cache else None)
+    val = []
+    for p in list_images(a.shared, "val")[: a.val_images]:
+        v = load_rgb(p, max_side=256, multiple=cfg.generator.tile)
+        val.append(v)
+    trainer = Trainer(cfg, surrogates, train_set, val)
+    if a.resume and (run_dir / "ckpt.pt").is_file():
+        trainer.load(run_dir / "ckpt.pt")
+        print(f"resumed at step {trainer.step} ({trainer.elapsed / 60:.1f} min)")
+    elif a.init:
+        trainer.model.load_state_dict(torch.load(a.init, map_location="cpu",
+                                                 weights_only=False)["model"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config_dict(cfg), indent=2))
+    trainer.run(run_dir)
+
+
+if __name__ == "__main__":
+    main()

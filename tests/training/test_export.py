@@ -1,0 +1,79 @@
+"""The ONNX export contract: names, dtypes, dynamic shapes, strength 0 = identity, range [0, 1]."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from perturb.training.export import ExportError, check, to_onnx_bytes
+from perturb.training.generator import GeneratorConfig, PatternProtector, macs_per_pixel
+
+
+@pytest.fixture(scope="module")
+def exported() -> tuple[PatternProtector, bytes]:
+    torch.manual_seed(0)
+    model = PatternProtector(GeneratorConfig(patterns=4, hidden=8)).eval()
+    with torch.no_grad():  # make the untrained net non-trivial: random selector, amplitude ~1
+        for p in model.selector.parameters():
+            p.normal_(0, 0.5)
+    return model, to_onnx_bytes(model)
+
+
+def run(data: bytes, x: np.ndarray, s: float) -> np.ndarray:
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return sess.run(["protected"], {"image": x, "strength": np.array(s, np.float32)})[0]
+
+
+def test_graph_signature(exported) -> None:
+    _, data = exported
+    m = onnx.load_from_string(data)
+    assert max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    ins = {i.name: i for i in m.graph.input}
+    assert list(ins) == ["image", "strength"]
+    assert [o.name for o in m.graph.output] == ["protected"]
+    image_dims = [d.dim_param or d.dim_value for d in ins["image"].type.tensor_type.shape.dim]
+    assert image_dims[1] == 3 and all(isinstance(d, str) for d in image_dims[::2] + image_dims[3:])
+    assert len(ins["strength"].type.tensor_type.shape.dim) == 0
+    for v in (*m.graph.input, *m.graph.output):
+        assert v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert len(data) < 10 * 1024 * 1024
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 32, 32), (2, 3, 64, 96), (1, 3, 160, 40), (1, 3, 24, 56)])
+def test_dynamic_shapes_match_pytorch(exported, shape) -> None:
+    model, data = exported
+    x = np.random.default_rng(1).random(shape, dtype=np.float32)
+    out = run(data, x, 1.5)
+    assert out.shape == shape and out.dtype == np.float32
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x), torch.tensor(1.5)).numpy()
+    assert np.abs(out - ref).max() <= 1e-4
+
+
+def test_strength_zero_is_identity_and_output_in_range(exported) -> None:
+    _, data = exported
+    x = np.random.default_rng(2).random((1, 3, 64, 64), dtype=np.float32)
+    x[..., :8, :8] = 0.0
+    x[..., -8:, -8:] = 1.0
+    assert np.array_equal(run(data, x, 0.0), x)
+    for s in (1.0, 5.0):
+        y = run(data, x, s)
+        assert y.min() >= 0.0 and y.max() <= 1.0
+        assert np.abs(y - x).max() > 0.001
+    d1 = np.abs(run(data, x, 1.0) - x).mean()
+    d2 = np.abs(run(data, x, 2.0) - x).mean()
+    assert d2 > 1.5 * d1  # strength scales the perturbation
+
+
+def test_check_rejects_a_mismatching_model(exported) -> None:
+    model, data = exported
+    other = PatternProtector(GeneratorConfig(patterns=4, hidden=8)).eval()
+    with torch.no_grad():
+        other.patterns.mul_(-1)
+    with pytest.raises(ExportError, match="differs"):
+        check(other, data, [torch.rand(3, 64, 64)])
+
+
+def test_compute_budget() -> None:
+    assert macs_per_pixel(GeneratorConfig()) < 1000

@@ -1,0 +1,94 @@
+"""A few real training steps on tiny crops with a randomly initialised TAEF2-architecture net."""
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from perturb.training.data import CropSampler
+from perturb.training.generator import GeneratorConfig
+from perturb.training.surrogates import TAEF2_TAPS, Surrogate, taef2_encoder
+from perturb.training.train import TrainConfig, Trainer, main
+from perturb.training.transforms import Transform, sample_transform
+
+
+def write_images(folder: Path, n: int = 3) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        arr = (rng.random((70 + 10 * i, 90, 4)) * 255).astype(np.uint8)
+        p = folder / f"art{i}.png"
+        Image.fromarray(arr, "RGBA").save(p)
+        paths.append(p)
+    return paths
+
+
+def random_surrogate() -> Surrogate:
+    torch.manual_seed(0)
+    enc = taef2_encoder().eval()
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    return Surrogate("random-taef2", enc, None, {}, TAEF2_TAPS)
+
+
+def test_training_steps_change_the_generator(tmp_path: Path) -> None:
+    cfg = TrainConfig(run=str(tmp_path / "run"), batch=2, crops=(32, 64),
+                      generator=GeneratorConfig(patterns=4, tile=32, hidden=8))
+    data = CropSampler(write_images(tmp_path / "train"), seed=0)
+    trainer = Trainer(cfg, [random_surrogate()], data, [data.images[0][:, :64, :64].float() / 255])
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    losses = [trainer.train_step()["loss"] for _ in range(3)]
+    assert all(np.isfinite(losses))
+    after = trainer.model.state_dict()
+    assert not torch.equal(before["patterns"], after["patterns"])
+    assert not torch.equal(before["selector.0.weight"], after["selector.0.weight"])
+    assert np.isfinite(trainer.evaluate()["val_log10_shift_jpeg85"])
+
+
+def test_checkpoint_resume_restores_state(tmp_path: Path) -> None:
+    cfg = TrainConfig(batch=1, crops=(32,), generator=GeneratorConfig(patterns=2, hidden=4))
+    data = CropSampler(write_images(tmp_path / "train", 1), seed=0)
+    a = Trainer(cfg, [random_surrogate()], data, [])
+    a.train_step()
+    a.step = 7
+    a.save(tmp_path / "ckpt.pt")
+    b = Trainer(cfg, [random_surrogate()], data, [])
+    b.load(tmp_path / "ckpt.pt")
+    assert b.step == 7
+    assert torch.equal(a.model.patterns, b.model.patterns)
+
+
+def test_main_runs_end_to_end_on_a_shared_layout(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    write_images(shared / "data" / "artworks" / "train")
+    write_images(shared / "data" / "artworks" / "val", 1)
+    (shared / "surrogates").mkdir(parents=True)
+    torch.save(taef2_encoder().state_dict(), shared / "surrogates" / "taef2_encoder.pth")
+    run = tmp_path / "run"
+    main(["--shared", str(shared), "--run", str(run), "--max-steps", "2", "--batch", "1",
+          "--crops", "32", "--eval-every", "1", "--g-patterns", "2", "--g-hidden", "4"])
+    state = torch.load(run / "model.pt", weights_only=False)
+    assert state["step"] == 2 and len(state["history"]) == 2
+    assert state["config"]["generator"]["patterns"] == 2
+    main(["--shared", str(shared), "--run", str(run), "--max-steps", "3", "--batch", "1",
+          "--crops", "32", "--resume", "--g-patterns", "2", "--g-hidden", "4"])
+    assert torch.load(run / "model.pt", weights_only=False)["step"] == 3
+
+
+def test_transforms_keep_shape_rules_and_pass_gradients() -> None:
+    rng = random.Random(1)
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    for _ in range(12):
+        t = sample_transform(rng)
+        y = t(x)
+        assert y.shape[-1] % 8 == 0 and y.shape[-2] % 8 == 0
+        assert float(y.detach().min()) >= 0 and float(y.detach().max()) <= 1
+        (g,) = torch.autograd.grad(y.sum(), x)
+        assert g.abs().sum() > 0
+    smooth = torch.linspace(0, 1, 64).view(1, 1, 1, 64).expand(1, 3, 64, 64).contiguous()
+    smooth = smooth + 0.1 * torch.rand(1, 3, 64, 64)
+    jpeg = Transform("jpeg", quality=75)(smooth)
+    assert 0 < float((jpeg - smooth).abs().mean()) < 0.05  # the real codec ran, and is lossy
