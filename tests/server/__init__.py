@@ -1,0 +1,1 @@
+"""Tests of `sfumato serve`: control API, settings store, pairing, commands, end to end."""
