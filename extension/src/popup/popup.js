@@ -32,7 +32,9 @@ function render(view) {
   pill.dataset.tone = conn.tone;
 
   const site = view.site;
-  $("unpaired-section").hidden = view.paired;
+  // A revoked token needs pairing again, not the "unreachable" choice.
+  const revoked = view.connection.state === "unauthorized";
+  $("unpaired-section").hidden = view.paired && !revoked;
   $("site-section").hidden = !site;
   $("add-section").hidden = !view.canAddSite;
   $("no-site-section").hidden = Boolean(site || view.host || !view.paired);
@@ -54,7 +56,7 @@ function render(view) {
     }
   }
 
-  const unreachable = view.paired && view.connection.state !== "connected";
+  const unreachable = view.paired && (view.connection.state === "unreachable" || view.connection.state === "error");
   $("unreachable-section").hidden = !unreachable;
   if (unreachable) {
     $("unreachable-text").textContent =

@@ -236,4 +236,18 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
     assert.equal(site.received.length, before, "nothing reached the site");
     await p.screenshot({ path: path.join(SCREENSHOTS, "popup-unreachable.png"), fullPage: true });
   });
+
+  it("backend gone, the user chooses 'go direct, unprotected': uploads leave unchanged", async () => {
+    const p = await openPopup();
+    await p.check('#unreachable-section input[value="direct"]');
+    await p.waitForFunction(() => document.getElementById("unreachable-text").textContent.includes("UNPROTECTED"));
+    const proxy = await (await worker()).evaluate(() => chrome.proxy.settings.get({}));
+    assert.notEqual(proxy.value.mode, "pac_script", "nothing is routed to the dead proxy any more");
+    const before = site.received.length;
+    const result = await upload(fixtures.artwork);
+    assert.equal(result.status, "201");
+    assert.equal(site.received.length, before + 1);
+    assert.ok(site.received.at(-1).equals(readFileSync(fixtures.artwork)), "sent as is, as the user chose");
+    assert.equal(await (await worker()).evaluate((id) => chrome.action.getBadgeText({ tabId: id }), tabId), "!");
+  });
 });
