@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import sqlite3
 
@@ -51,6 +52,16 @@ async def test_ca_is_public_and_is_the_data_dir_certificate(client: TestClient, 
     response = await client.get("/v1/ca.pem")
     assert response.status == 200
     assert await response.read() == ca_cert_path(ctx.data_dir).read_bytes()
+
+
+async def test_missing_ca_is_503_and_status_says_none(client: TestClient, ctx, auth):
+    for path in ctx.data_dir.glob("mitmproxy-ca*"):
+        path.unlink()
+    response = await client.get("/v1/ca.pem")
+    assert response.status == 503
+    assert "sfumato serve" in (await response.json())["message"]
+    status = await (await client.get("/v1/status", headers=auth)).json()
+    assert status["ca"]["fingerprint"] is None and status["ca"]["trusted"] is None
 
 
 async def test_revoked_token_stops_working(client: TestClient, store: SettingsStore):
@@ -430,6 +441,25 @@ async def test_protect_without_model_is_503(
     response = await client.post("/v1/protect", data=png_bytes(), headers=auth)
     assert response.status == 503
     assert (await response.json())["error"] == "ModelUnavailable"
+
+
+async def test_protect_beyond_workers_and_queue_is_503_busy(
+    client: TestClient, auth, ctx: ControlContext, tmp_path
+):
+    from tests.proxy.conftest import build_slow_model
+
+    slow = build_slow_model(tmp_path / "slow")
+    ctx.model = lambda: str(slow)
+    ctx.protect_workers, ctx.protect_queue = 1, 0
+    first = asyncio.ensure_future(
+        client.post("/v1/protect", data=png_bytes(160, 160), headers=auth)
+    )
+    while ctx._protect_pending == 0:  # the first preview holds the only slot
+        await asyncio.sleep(0.01)
+    busy = await client.post("/v1/protect", data=png_bytes(), headers=auth)
+    assert busy.status == 503 and busy.headers["Retry-After"]
+    assert (await busy.json())["error"] == "busy"
+    assert (await first).status == 200
 
 
 # -- errors are JSON everywhere ------------------------------------------------------------------
