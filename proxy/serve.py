@@ -39,6 +39,12 @@ from proxy.settings_store import SettingsStore, StoreUnavailable
 
 log = logging.getLogger("sfumato.serve")
 
+# mitmproxy options serve sets from its own flags; `--set` of these would bypass its checks.
+FLAG_OPTIONS = {
+    "listen_host": "--proxy-host",
+    "listen_port": "--proxy-port",
+    "confdir": "--data-dir",
+}
 RUNTIME_FILE = "server.json"  # where a running server says where it listens (for doctor)
 WATCH_INTERVAL = 1.0  # seconds between checks for settings written by other processes
 
@@ -85,12 +91,12 @@ def check_config(config: ServeConfig) -> dict[str, str]:
             "`sfumato sites ...` or the API (PUT /v1/sites/ID, PUT /v1/settings): they apply at "
             "once"
         )
-    if not is_loopback(config.proxy_host) and not sets.get("proxyauth"):
+    flagged = sorted(set(sets) & set(FLAG_OPTIONS))
+    if flagged:
         raise ServeError(
-            f"refusing to listen on {config.proxy_host} without proxy authentication: anyone who "
-            "can reach it could use your proxy. Add --set proxyauth=USER:PASS or "
-            "--set proxyauth=@/path/to/htpasswd (see docs/self-hosting.md)"
+            "use " + ", ".join(f"{FLAG_OPTIONS[k]} instead of --set {k}" for k in flagged)
         )
+    require_proxyauth([config.proxy_host], sets.get("proxyauth", ""))
     if config.proxy_port == config.api_port:
         raise ServeError("--proxy-port and --api-port must differ")
     for what, host, port in (
@@ -104,6 +110,24 @@ def check_config(config: ServeConfig) -> dict[str, str]:
                 f"of this machine; change --{what.lower()}-port or --{what.lower()}-host"
             )
     return sets
+
+
+def require_proxyauth(listen_hosts: list[str], proxyauth: str) -> None:
+    """Refuse a proxy reachable from other machines unless it asks for credentials."""
+    exposed = [h for h in listen_hosts if not is_loopback(h)]
+    if exposed and not proxyauth:
+        raise ServeError(
+            f"refusing to listen on {exposed[0] or '0.0.0.0'} without proxy authentication: "
+            "anyone who can reach it could use your proxy. Add --set proxyauth=USER:PASS or "
+            "--set proxyauth=@/path/to/htpasswd (see docs/self-hosting.md)"
+        )
+
+
+def mode_listen_hosts(modes: list[str], default_host: str) -> list[str]:
+    """Where each mitmproxy mode (`--set mode=...`) will listen."""
+    from mitmproxy.proxy.mode_specs import ProxyMode
+
+    return [ProxyMode.parse(spec).listen_host(default_host) for spec in modes]
 
 
 def load_model_or_fail(spec: str | None) -> Any:
@@ -205,6 +229,11 @@ async def serve(
     if opts.deferred:  # options nobody declared: a typo, or a script that failed to load
         store.close()
         raise ServeError(f"unknown option(s): {', '.join(sorted(opts.deferred))}")
+    try:  # modes may name their own listen address (`--set mode=regular@0.0.0.0:8080`)
+        require_proxyauth(mode_listen_hosts(list(opts.mode), opts.listen_host), opts.proxyauth)
+    except ServeError:
+        store.close()
+        raise
 
     seen_version = store.data_version()
 

@@ -132,6 +132,8 @@ def test_serve_refuses_unsafe_or_conflicting_configs(tmp_path):
     for sets, needle in (
         (["sfumato_sites=pixiv"], "stored settings"),
         (["nonsense"], "KEY=VALUE"),
+        (["listen_host=0.0.0.0"], "--proxy-host instead"),
+        (["confdir=/tmp/elsewhere"], "--data-dir instead"),
     ):
         try:
             check_config(ServeConfig(**base, sets=sets))
@@ -178,3 +180,19 @@ def test_serve_refuses_a_taken_port(tmp_path):
             assert f"127.0.0.1:{port}" in str(exc) and "--proxy-port" in str(exc)
         else:
             raise AssertionError("a taken port must be refused before starting")
+
+
+def test_modes_listening_beyond_loopback_need_proxyauth():
+    from proxy.serve import mode_listen_hosts, require_proxyauth
+
+    assert mode_listen_hosts(["regular"], "127.0.0.1") == ["127.0.0.1"]
+    exposed = mode_listen_hosts(["regular", "regular@0.0.0.0:9090"], "127.0.0.1")
+    assert exposed == ["127.0.0.1", "0.0.0.0"]
+    try:
+        require_proxyauth(exposed, "")
+    except ServeError as exc:
+        assert "0.0.0.0" in str(exc) and "proxyauth" in str(exc)
+    else:
+        raise AssertionError("an exposed mode without proxyauth must be refused")
+    require_proxyauth(exposed, "@/etc/sfumato/htpasswd")  # allowed with credentials
+    require_proxyauth(["::1", "localhost"], "")
