@@ -23,6 +23,12 @@ CASES = {
 COMBOS = [(fmt, mode) for fmt, modes in CASES.items() for mode in modes]
 
 
+def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
+    d = a[..., :3].astype(np.float64) - b[..., :3].astype(np.float64)
+    mse = float(np.mean(d[where] ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
 def make(fmt: str, mode: str, w: int, h: int, seed: int, meta: bool) -> tuple[bytes, np.ndarray]:
     rgb = samples.artwork(w, h, seed)
     if mode == "I;16":
@@ -85,10 +91,20 @@ def test_round_trip(tiny_model: str, combo, w: int, h: int, seed: int, meta: boo
         assert np.abs(d16).max() <= 4 * 257 + 1
         return
     lossy = fmt == "JPEG" or (fmt == "WEBP" and not seed % 2)
-    limit = 40 if lossy else 16 if mode == "P" or fmt == "GIF" else 5
     visible = before_rgba[..., 3] > 0
     d = np.abs(after_rgba[..., :3].astype(int) - before_rgba[..., :3].astype(int))[visible]
-    assert d.size == 0 or np.percentile(d, 99) <= limit
+    if d.size == 0:
+        return
+    if lossy:
+        # re-encoding adds its own generation loss (large for tiny images with hard edges), so
+        # the bar is: close to the original, or close to what re-encoding alone achieves
+        codec = protect(data, model=tiny_model, strength=0).data
+        codec_rgba = np.asarray(Image.open(io.BytesIO(codec)).convert("RGBA"))
+        assert psnr(after_rgba, before_rgba, visible) >= min(
+            30.0, psnr(codec_rgba, before_rgba, visible) - 3
+        )
+    else:
+        assert np.percentile(d, 99) <= (16 if mode == "P" or fmt == "GIF" else 5)
 
 
 BASES = {
