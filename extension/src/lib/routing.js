@@ -34,12 +34,22 @@ export function chromiumProxyConfig(table) {
   return { mode: "pac_script", pacScript: { data: generatePac(table), mandatory: true } };
 }
 
+/** What stops our proxy setting from applying, from chrome.proxy's levelOfControl ("" = nothing). */
+export function routingProblem(levelOfControl, wanted) {
+  if (!wanted) return "";
+  if (levelOfControl === "controlled_by_other_extensions") return "other-extension";
+  if (levelOfControl === "not_controllable") return "policy";
+  return "";
+}
+
 /** The browser routing of one extension instance. */
 export class Router {
   constructor(api) {
     this.api = api;
     this.table = { proxy: null, patterns: [], mode: "off" };
     this.firefox = Boolean(api.proxy && api.proxy.onRequest);
+    /** "" when our routing is in force; "other-extension" or "policy" when something overrides it. */
+    this.problem = "";
   }
 
   /** Firefox only: must run synchronously at service-worker start so no request is missed. */
@@ -60,5 +70,9 @@ export class Router {
     const value = chromiumProxyConfig(table);
     if (value) await this.api.proxy.settings.set({ value, scope: "regular" });
     else await this.api.proxy.settings.clear({ scope: "regular" });
+    // Another proxy extension (or an enterprise policy) wins over ours without an error: find out,
+    // so the popup can say protected sites are not going through Sfumato.
+    const { levelOfControl } = await this.api.proxy.settings.get({});
+    this.problem = routingProblem(levelOfControl, Boolean(value));
   }
 }

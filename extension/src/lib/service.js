@@ -175,6 +175,7 @@ export class Service {
   /** Make the browser match the state: routing first (it protects), then badges and polling. */
   async sync() {
     await this.router.apply(buildRoutingTable(this.state));
+    this.state.routingProblem = this.router.problem; // derived each time, never stored
     const tabs = await this.ext.tabs.query({});
     await Promise.all(tabs.map((tab) => this.paintTab(tab)));
     this.schedule(tabs);
@@ -234,6 +235,7 @@ export class Service {
       failMode: s.failMode,
       defaultStrength: (s.status && s.status.defaultStrength) || "default",
       routing: buildRoutingTable(s).mode,
+      routingProblem: s.routingProblem || "",
       sites: s.sites,
       host,
       site,

@@ -215,6 +215,7 @@ export function badgeFor(url, state, now) {
   const site = siteForUrl(url, state.sites);
   if (!site) return { kind: "none" };
   if (!site.enabled) return { kind: "off", site };
+  if (state.routingProblem) return { kind: "problem", site, why: "routing" };
   if (state.connection.state !== Connection.CONNECTED) return { kind: "problem", site, why: "backend" };
   const refused = state.refusedAt[site.id];
   if (refused && now - refused < REFUSAL_BADGE_MS) return { kind: "problem", site, why: "refused" };

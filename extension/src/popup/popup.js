@@ -46,7 +46,12 @@ function render(view) {
     const power = $("power");
     power.setAttribute("aria-checked", String(site.enabled));
     power.classList.toggle("on", site.enabled);
-    const problemKey = view.problem === "refused" ? "powerRefused" : view.failMode === "direct" ? "powerUnreachableDirect" : "powerUnreachableBlocked";
+    const problemKey =
+      view.problem === "refused"
+        ? "powerRefused"
+        : view.problem === "routing"
+          ? view.routingProblem === "policy" ? "routingPolicy" : "routingOtherExtension"
+          : view.failMode === "direct" ? "powerUnreachableDirect" : "powerUnreachableBlocked";
     const stateKey = !site.enabled ? "powerOff" : view.badge === "problem" ? problemKey : "powerOn";
     $("power-state").textContent = t(stateKey);
     $("power-state").dataset.tone = !site.enabled ? "muted" : view.badge === "problem" ? "bad" : "ok";

@@ -11,7 +11,7 @@ function event() {
   return { addListener: (fn) => listeners.push(fn), listeners };
 }
 
-export function fakeChrome({ tabs = [], firefox = false } = {}) {
+export function fakeChrome({ tabs = [], firefox = false, levelOfControl = "controlled_by_this_extension" } = {}) {
   const store = {};
   const messages = JSON.parse(readMessages());
   const ext = {
@@ -54,9 +54,11 @@ export function fakeChrome({ tabs = [], firefox = false } = {}) {
           settings: {
             set: async ({ value }) => ext.calls.proxy.push(value),
             clear: async () => ext.calls.proxy.push(null),
+            get: async () => ({ levelOfControl: ext.levelOfControl, value: ext.calls.proxy.at(-1) || { mode: "system" } }),
           },
         },
     store,
+    levelOfControl,
   };
   return ext;
 }

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import vm from "node:vm";
 import { hostMatches } from "../../src/lib/hosts.js";
 import { generatePac, pacProxyString } from "../../src/lib/pac.js";
-import { chromiumProxyConfig, firefoxProxyInfo, routeForHost } from "../../src/lib/routing.js";
+import { chromiumProxyConfig, firefoxProxyInfo, routeForHost, routingProblem } from "../../src/lib/routing.js";
 import { randomHost, randomPattern, rng } from "./random.js";
 
 /** Evaluate a PAC script the way a browser does: a fresh context, call FindProxyForURL. */
@@ -67,4 +67,12 @@ test("Firefox gets the proxy with no failover for routed hosts, direct otherwise
   assert.deepEqual(firefoxProxyInfo(table, "https://www.pixiv.net/ajax/x"), [{ type: "http", host: "127.0.0.1", port: 8080 }, null]);
   assert.deepEqual(firefoxProxyInfo(table, "https://example.org/"), { type: "direct" });
   assert.deepEqual(firefoxProxyInfo(table, "garbage"), { type: "direct" });
+});
+
+test("levelOfControl: only a wanted setting that someone else overrides is a problem", () => {
+  assert.equal(routingProblem("controlled_by_this_extension", true), "");
+  assert.equal(routingProblem("controllable_by_this_extension", true), "");
+  assert.equal(routingProblem("controlled_by_other_extensions", true), "other-extension");
+  assert.equal(routingProblem("not_controllable", true), "policy");
+  assert.equal(routingProblem("controlled_by_other_extensions", false), "");
 });

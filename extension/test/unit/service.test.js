@@ -12,8 +12,8 @@ function pacRoute(config, host) {
   return context.FindProxyForURL(`https://${host}/`, host);
 }
 
-async function pairedService({ tabs = [TUMBLR_TAB], firefox = false } = {}) {
-  const ext = fakeChrome({ tabs, firefox });
+async function pairedService({ tabs = [TUMBLR_TAB], firefox = false, levelOfControl } = {}) {
+  const ext = fakeChrome({ tabs, firefox, levelOfControl });
   const backend = fakeBackend();
   let now = 1_700_000_000_000;
   const service = new Service(ext, { fetch: backend.fetch, now: () => now });
@@ -150,4 +150,18 @@ test("Firefox: proxy.onRequest answers from the same table", async (t) => {
   const [listener] = ext.proxy.onRequest.listeners;
   assert.deepEqual(await listener({ url: "https://www.tumblr.com/api/v2/media/image" }), [{ type: "http", host: "127.0.0.1", port: 18080 }, null]);
   assert.deepEqual(await listener({ url: "https://example.org/" }), { type: "direct" });
+});
+
+test("another extension controlling the proxy is a visible problem, not silent non-protection", async (t) => {
+  const { ext, service } = await pairedService({ levelOfControl: "controlled_by_other_extensions" });
+  t.after(() => clearTimeout(service.fastTimer));
+  const off = (await service.route({ type: "getState", tabId: 7 })).value;
+  assert.equal(off.routingProblem, "", "nothing wanted, nothing to complain about");
+  const on = (await service.route({ type: "setSite", siteId: "tumblr", enabled: true, tabId: 7 })).value;
+  assert.equal(on.routingProblem, "other-extension");
+  assert.equal(on.badge, "problem");
+  assert.equal(on.problem, "routing");
+  assert.equal(ext.calls.badges[7].text, "!");
+  assert.match(ext.calls.badges[7].title, /overrides the routing/);
+  assert.equal(ext.store.routingProblem, undefined, "derived, never stored");
 });
