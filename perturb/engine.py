@@ -191,7 +191,10 @@ def _protect_opened(
         if frame.pixels16 is not None:
             _perturb_png16(frame, model, strength, deadline, stats, params.get("trns"))
         else:
-            frame.image = _perturb_frame(frame.image, model, strength, deadline, stats, fmt)
+            release = raw is not None and n_frames == 1
+            frame.image = _perturb_frame(
+                frame.image, model, strength, deadline, stats, fmt, release=release
+            )
         timings["infer"] += time.perf_counter() - t
         frames.append(frame)
     _check(deadline)
@@ -261,16 +264,27 @@ def _perturb_png16(
 
 
 def _perturb_frame(
-    im: Image.Image, model: Model, strength: float, deadline: float | None, stats: _Stats, fmt: str
+    im: Image.Image,
+    model: Model,
+    strength: float,
+    deadline: float | None,
+    stats: _Stats,
+    fmt: str,
+    release: bool = False,
 ) -> Image.Image:
+    """The protected copy of one frame, in the frame's mode. `release`: `im` is ours and no
+    longer needed once its pixels are copied out (frees Pillow's copy early: 200 MB at 50 MP)."""
     mode = im.mode
+    info = dict(im.info)
     if mode in ("RGB", "RGBA", "L", "LA"):
         arr = np.asarray(im)
+        if release:
+            im.close()
         if arr.ndim == 2:
             arr = arr[..., None]
         colour = 1 if mode in ("L", "LA") else 3
         pixels = arr[..., :colour]
-        out = _perturb_pixels(pixels, model, strength, deadline, stats, im.info, mode)
+        out = _perturb_pixels(pixels, model, strength, deadline, stats, info, mode)
         # alpha copied exactly: only colour is perturbed
         result = out if colour == arr.shape[2] else np.concatenate([out, arr[..., colour:]], 2)
         if fmt == "GIF" and mode == "RGBA":
@@ -283,7 +297,7 @@ def _perturb_frame(
         if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
             raise UnsupportedImage(f"{mode} images with values outside 0..65535 are not supported")
         pixels = arr.astype(np.uint16)[..., None]
-        out = _perturb_pixels(pixels, model, strength, deadline, stats, im.info, mode)[..., 0]
+        out = _perturb_pixels(pixels, model, strength, deadline, stats, info, mode)[..., 0]
         stats.add(pixels[..., 0], out, 65535.0)
         image = Image.fromarray(out.astype(np.int32 if mode == "I" else arr.dtype))
     elif mode == "P":
@@ -295,7 +309,7 @@ def _perturb_frame(
         )
     else:
         raise UnsupportedImage(f"{fmt} images in colour mode {mode} are not supported")
-    image.info = dict(im.info)
+    image.info = info
     return image
 
 
