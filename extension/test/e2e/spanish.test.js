@@ -33,15 +33,13 @@ describe("extension in Spanish (Chromium --lang=es)", { timeout: 60000 }, () => 
     assert.equal(await popup.getAttribute("html", "lang"), "es");
     await popup.screenshot({ path: path.join(SCREENSHOTS, "popup-es.png") });
 
-    const options = await browser.context.newPage();
-    await options.goto(`chrome-extension://${browser.extensionId}/options/options.html`);
-    await options.waitForSelector("body[data-ready=true]");
+    const options = browser.options;
     assert.equal(await options.textContent("h1"), "Ajustes de Sfumato");
     assert.equal(await options.textContent('label[for="pair-code"]'), "Código de vinculación");
   });
 
   it("keyboard: the pairing form is reachable with Tab and labelled", async () => {
-    const options = browser.context.pages().at(-1);
+    const options = browser.options;
     await options.focus("#api-base");
     await options.keyboard.press("Tab");
     assert.equal(await options.evaluate(() => document.activeElement.id), "pair-code");

@@ -102,10 +102,8 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
     if (browser) rmSync(browser.profile, { recursive: true, force: true });
   });
 
-  it("pairs through the options page", async () => {
-    const options = await browser.context.newPage();
-    await options.goto(`chrome-extension://${browser.extensionId}/options/options.html`);
-    await options.waitForSelector("body[data-ready=true]");
+  it("opens its options page on install and pairs there", async () => {
+    const options = browser.options;
     await options.fill("#api-base", serve.api);
     await options.fill("#pair-code", await pairingCode(path.join(tmp, "data")));
     await options.click("#pair");

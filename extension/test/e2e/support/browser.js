@@ -41,5 +41,14 @@ export async function launchWithExtension(extensionDir, { hostRules = "", spki =
   let [worker] = context.serviceWorkers();
   if (!worker) worker = await context.waitForEvent("serviceworker", { timeout: 20000 });
   const extensionId = new URL(worker.url()).host;
-  return { context, worker, extensionId, profile };
+  // On first install the extension opens its options page (pairing starts there); hand it over
+  // instead of racing it with a second one.
+  const deadline = Date.now() + 15000;
+  let options;
+  while (!(options = context.pages().find((p) => p.url().endsWith("/options/options.html")))) {
+    if (Date.now() > deadline) throw new Error("the extension did not open its options page on install");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await options.waitForSelector("body[data-ready=true]");
+  return { context, worker, extensionId, profile, options };
 }
