@@ -24,6 +24,7 @@ from perturb.errors import (
     EmptyInput,
     ImageTooLarge,
     NotAnImage,
+    ProtectError,
     ProtectTimeout,
     UnsupportedImage,
 )
@@ -173,8 +174,13 @@ def _protect_opened(
             f"the animation has {n_frames} frames of {width}×{height}, "
             f"{width * height * n_frames / 1e6:.1f} MP in total, over {max_pixels / 1e6:.1f} MP"
         )
-    meta = collect(im, raw, fmt)
-    params = formats.fidelity(im, raw, fmt, n_frames)
+    try:
+        meta = collect(im, raw, fmt)
+        params = formats.fidelity(im, raw, fmt, n_frames)
+    except ProtectError:
+        raise
+    except Exception as exc:  # malformed metadata or tables: a typed error, never a crash
+        raise CorruptImage(f"the {fmt} file's metadata cannot be read: {why(exc)}") from None
     stats = _Stats()
     timings = {"decode": 0.0, "infer": 0.0, "encode": 0.0}
     take_model_seconds()
