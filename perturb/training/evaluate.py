@@ -501,25 +501,29 @@ class ImageReference:
 def score_image(
     ref: ImageReference,
     xp: np.ndarray,
-    damage: bool = True,
+    damage: bool | Sequence[str] = True,
     transforms: Sequence[str] | None = None,
     a0: float = 4 / 255,
     seed: int = NOISE_SEED,
 ) -> dict:
-    """All EVALUATION.md quantities for one protected image `xp` of the reference image."""
+    """All EVALUATION.md quantities for one protected image `xp` of the reference image.
+
+    `damage`: compute C and ΔC (needs a decoder) — True for every transform, or the transforms to
+    compute it for; `transforms`: which platform transforms (None: all of the reference's).
+    """
     x = ref.x
     _check_pair(x, xp)
-    damage = damage and ref.model.has_decoder
     vis = visibility(x, xp, ref.ssim2)
     noise = match_noise(x, vis.ssimulacra2, ref.ssim2, seed=seed, a0=a0)
     per_t: dict[str, dict] = {}
     for t in ref.transforms if transforms is None else transforms:
-        base = ref.side(t, None, damage)
-        prot = ref.side(t, xp, damage)
-        nois = ref.side(t, noise.image, damage)
+        dmg = ref.model.has_decoder and (damage if isinstance(damage, bool) else t in damage)
+        base = ref.side(t, None, dmg)
+        prot = ref.side(t, xp, dmg)
+        nois = ref.side(t, noise.image, dmg)
         s_p, s_n = latent_shift(prot.z, base.z), latent_shift(nois.z, base.z)
         row = {"S": s_p, "S_noise": s_n, "G": gain(s_p, s_n)}
-        if damage:
+        if dmg:
             c_p = base.recon_psnr - prot.recon_psnr
             c_n = base.recon_psnr - nois.recon_psnr
             row.update({"C": c_p, "C_noise": c_n, "dC": c_p - c_n})

@@ -218,3 +218,12 @@ def test_visibility_only_scoring_skips_the_encoder() -> None:
     rec = ev.score_image(ev.ImageReference(x, toy_model()), xp, transforms=[])
     assert rec["transforms"] == {}
     assert rec["visibility"]["ssimulacra2"] == pytest.approx(ev.ssimulacra2(x, xp))
+
+
+def test_damage_can_be_limited_to_some_transforms() -> None:
+    x = artwork()
+    xp = pt.apply("jpeg85", x)
+    ref = ev.ImageReference(x, toy_model(), ["none", "jpeg85"])
+    rec = ev.score_image(ref, xp, damage=["jpeg85"])
+    assert "dC" in rec["transforms"]["jpeg85"] and "C" not in rec["transforms"]["none"]
+    assert "G" in rec["transforms"]["none"]
