@@ -50,7 +50,9 @@ export class Service {
     this.refreshing = null;
     this.queued = null;
     this.route = createRouter(this.handlers());
-    this.ready = this.load();
+    // A storage or proxy error at start must not leave every intent hanging: carry on with
+    // defaults (unpaired, nothing routed) and let the next poll try again.
+    this.ready = this.load().catch((err) => console.error("Sfumato: could not restore state", err));
   }
 
   t(key, subs) {
