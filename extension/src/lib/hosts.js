@@ -33,7 +33,8 @@ export function hostOfUrl(url) {
  */
 export function compilePattern(pattern) {
   const p = normalizeHost(pattern.replace(/^\.+/, "*."));
-  if (!p || p === "*") return null;
+  // Nothing but wildcards and dots ("*", "**", "*.*") would route every site: refuse it.
+  if (!p || !/[a-z0-9]/.test(p)) return null;
   if (!p.includes("*")) return { kind: "domain", value: p };
   if (p.startsWith("*.") && !p.slice(2).includes("*")) return { kind: "subdomains", value: p.slice(2) };
   const source =

@@ -44,6 +44,8 @@ test("*.domain covers only subdomains; inner globs match any run of characters",
 
 test("patterns that would match everything are ignored", () => {
   assert.equal(compilePattern("*"), null);
+  assert.equal(compilePattern("**"), null);
+  assert.equal(compilePattern("*.*"), null);
   assert.equal(compilePattern(""), null);
   assert.ok(!hostMatches("anything.com", ["*", ""]));
 });
