@@ -210,10 +210,17 @@ class Model:
             if carry is not None:
                 acc[:, : carry.shape[1]] += carry
             wy = _ramp(ys, i)
+            top, bottom = _overlaps(ys, i)
             for j, (x0, x1) in enumerate(xs):
                 check_time()
                 delta = self.infer(tile_input(y0, y1, x0, x1), strength)
-                delta *= np.outer(wy, _ramp(xs, j))
+                wx = _ramp(xs, j)
+                left, right = _overlaps(xs, j)
+                # weights are 1 away from the overlaps: scale only the bands that blend
+                for rows in (slice(0, top), slice(y1 - y0 - bottom, y1 - y0)):
+                    delta[:, rows] *= wy[rows, None]
+                for cols in (slice(0, left), slice(x1 - x0 - right, x1 - x0)):
+                    delta[:, :, cols] *= wx[cols]
                 acc[:, :, x0:x1] += delta
             done = ys[i + 1][0] if i + 1 < len(ys) else y1
             carry = acc[:, done - y0 :] if done < y1 else None
@@ -259,6 +266,14 @@ def _spans(n: int, tile: int, step: int) -> list[tuple[int, int]]:
         if end >= n:
             return spans
         start += step
+
+
+def _overlaps(spans: list[tuple[int, int]], i: int) -> tuple[int, int]:
+    """Pixels span i shares with its previous and next neighbour."""
+    y0, y1 = spans[i]
+    before = max(0, spans[i - 1][1] - y0) if i > 0 else 0
+    after = max(0, y1 - spans[i + 1][0]) if i + 1 < len(spans) else 0
+    return before, after
 
 
 def _ramp(spans: list[tuple[int, int]], i: int) -> np.ndarray:
