@@ -63,3 +63,18 @@ def test_must_list_pass_and_fail_lines(bench, tmp_path: Path) -> None:
     assert status["preset low ≈ median SSIMULACRA2 80 (±5)"] == "PASS"
     assert status["preset high ≈ median SSIMULACRA2 60 (±5)"] == "FAIL"
     assert any(k.startswith("inference ≤ 0.25 s") and v == "PASS" for k, v in status.items())
+
+
+def test_low_high_pass_is_trimmed_to_the_deadline(bench, tmp_path: Path) -> None:
+    import time
+
+    def cfg(minutes_left: float | None):
+        deadline = None if minutes_left is None else time.time() + 60 * minutes_left
+        return bench.Config(folder=tmp_path, quick=False, deadline=deadline)
+
+    # Default pass took 16 calls/image in 16 min: 1 min per call → low+high need 16 min for all.
+    assert bench.pass_transforms(cfg(None), 16 * 60, 0)[0] is None
+    assert bench.pass_transforms(cfg(30), 16 * 60, 0)[0] is None
+    assert bench.pass_transforms(cfg(12), 16 * 60, 0)[0] == ["jpeg85", "resize-jpeg"]
+    assert bench.pass_transforms(cfg(5), 16 * 60, 0)[0] == []
+    assert bench.pass_transforms(cfg(30), 16 * 60, 25 * 60)[0] == []  # the reserve counts
