@@ -443,7 +443,14 @@ def _encode_fitting(
     return padded
 
 
-def _shrink(frames, fmt, meta, params, xmp_args, target) -> tuple[bytes, int | None]:
+def _shrink(
+    frames: list[Frame],
+    fmt: str,
+    meta: Metadata,
+    params: dict[str, Any],
+    xmp_args: dict[str, Any],
+    target: int,
+) -> tuple[bytes, int | None]:
     """Re-encode at lower quality until the file fits in `target` bytes."""
     if fmt == "JPEG" or (fmt == "WEBP" and not params.get("lossless")):
         start = int(params.get("quality", 90))

@@ -143,6 +143,7 @@ def fidelity(im: Image.Image, raw: bytes | None, fmt: str, n_frames: int) -> dic
 
 
 def decode_frame(im: Image.Image, index: int, fmt: str, n_frames: int) -> Frame:
+    """Frame `index`, decoded; animation frames come composited (as they are displayed)."""
     try:
         if index:
             im.seek(index)
@@ -239,7 +240,9 @@ def encode(
         raise UnsupportedImage(f"the protected {fmt} cannot be written: {why(exc)}") from None
 
 
-def _encode_jpeg(image, meta: Metadata, params, packet: bytes, quality: int | None) -> bytes:
+def _encode_jpeg(
+    image: Image.Image, meta: Metadata, params: dict[str, Any], packet: bytes, quality: int | None
+) -> bytes:
     kwargs: dict[str, Any] = {"optimize": False, "progressive": params.get("progressive", False)}
     if quality is None and "qtables" in params:
         # The original tables: same quality, exactly (a `quality` would rescale them).
@@ -274,7 +277,9 @@ def _common(kwargs: dict[str, Any], meta: Metadata) -> None:
         kwargs["dpi"] = meta.dpi
 
 
-def _encode_png(frames: list[Frame], meta: Metadata, params, packet: bytes, level) -> bytes:
+def _encode_png(
+    frames: list[Frame], meta: Metadata, params: dict[str, Any], packet: bytes, level: int | None
+) -> bytes:
     info = PngImagePlugin.PngInfo()
     for ctype, payload in meta.png_chunks:
         info.add(ctype, payload)
@@ -308,7 +313,9 @@ def _encode_png(frames: list[Frame], meta: Metadata, params, packet: bytes, leve
     return data
 
 
-def _encode_webp(frames: list[Frame], meta: Metadata, params, packet: bytes, quality) -> bytes:
+def _encode_webp(
+    frames: list[Frame], meta: Metadata, params: dict[str, Any], packet: bytes, quality: int | None
+) -> bytes:
     lossless = bool(params.get("lossless"))
     kwargs: dict[str, Any] = {"lossless": lossless, "method": 4, "exact": True, "xmp": packet}
     kwargs["quality"] = 80 if lossless else (quality or params.get("quality", 90))
@@ -332,7 +339,9 @@ def _encode_webp(frames: list[Frame], meta: Metadata, params, packet: bytes, qua
     return buffer.getvalue()
 
 
-def _encode_gif(frames: list[Frame], meta: Metadata, params, packet: bytes) -> bytes:
+def _encode_gif(
+    frames: list[Frame], meta: Metadata, params: dict[str, Any], packet: bytes
+) -> bytes:
     kwargs: dict[str, Any] = {"optimize": False}
     if meta.comment:
         kwargs["comment"] = meta.comment

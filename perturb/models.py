@@ -15,6 +15,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,17 @@ class Model:
             self._perturb_tiled(h, w, tile, li.overlap, strength, tile_input, finish, check_time)
         return out
 
-    def _perturb_tiled(self, h, w, tile, overlap, strength, tile_input, finish, check_time) -> None:
+    def _perturb_tiled(
+        self,
+        h: int,
+        w: int,
+        tile: int,
+        overlap: int,
+        strength: float,
+        tile_input: Callable[[int, int, int, int], np.ndarray],
+        finish: Callable[[int, int, np.ndarray], None],
+        check_time: Callable[[], None],
+    ) -> None:
         m = self.size_multiple
         tile = max(m, tile - tile % m)
         overlap = min(overlap, tile // 2)
@@ -226,7 +237,13 @@ class Model:
             carry = acc[:, done - y0 :] if done < y1 else None
             finish(y0, done, acc[:, : done - y0])
 
-    def _perturb_working_resolution(self, pixels, strength, finish, check_time):
+    def _perturb_working_resolution(
+        self,
+        pixels: np.ndarray,
+        strength: float,
+        finish: Callable[[int, int, np.ndarray], None],
+        check_time: Callable[[], None],
+    ) -> None:
         from PIL import Image
 
         BOX, BILINEAR = Image.Resampling.BOX, Image.Resampling.BILINEAR
