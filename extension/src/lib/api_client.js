@@ -99,8 +99,9 @@ export class ApiClient {
   updateSettings(changes) {
     return this.request("PUT", "/v1/settings", { json: changes });
   }
-  activity(limit = 50) {
-    return this.request("GET", `/v1/activity?limit=${Number(limit)}`);
+  activity(limit = 50, site = "") {
+    const q = site ? `&site=${encodeURIComponent(site)}` : "";
+    return this.request("GET", `/v1/activity?limit=${Number(limit)}${q}`);
   }
 
   /** Protect an image for the preview: the protected bytes and the X-Sfumato-* metrics. */

@@ -49,6 +49,8 @@ export class Service {
     this.fastTimer = null;
     this.refreshing = null;
     this.queued = null;
+    /** The popup's site: its own recent events, fetched when the popup opens (not stored). */
+    this.siteActivity = {};
     this.route = createRouter(this.handlers());
     // A storage or proxy error at start must not leave every intent hanging: carry on with
     // defaults (unpaired, nothing routed) and let the next poll try again.
@@ -242,7 +244,7 @@ export class Service {
       host,
       site,
       canAddSite: Boolean(host && !site && s.token),
-      activity: site ? activityForSite(s.activity, site.id) : s.activity.slice(0, 10),
+      activity: site ? this.siteActivity[site.id] || activityForSite(s.activity, site.id) : s.activity.slice(0, 10),
       badge: url ? badgeFor(url, s, this.now()).kind : "none",
       problem: url ? badgeFor(url, s, this.now()).why || "" : "",
       lastNotification: s.lastNotification || null,
@@ -279,6 +281,16 @@ export class Service {
       getState: async (m) => this.viewFor(m),
       refresh: async (m) => {
         await this.refresh();
+        // The popup asks for its site's own history: the shared poll only keeps the latest 50
+        // events of all sites.
+        const site = m.tabId != null || m.url ? siteForUrl(await this.tabUrl(m), this.state.sites) : null;
+        if (site && this.state.connection.state === Connection.CONNECTED) {
+          try {
+            this.siteActivity[site.id] = normalizeActivity(await this.client().activity(5, site.id));
+          } catch (err) {
+            await this.noteError(err);
+          }
+        }
         return this.viewFor(m);
       },
       setSite: async (m) => {

@@ -113,7 +113,11 @@ export function fakeBackend() {
       Object.assign(backend.status.defaults, JSON.parse(init.body));
       return json(200, backend.status.defaults);
     }
-    if (u.pathname === "/v1/activity") return json(200, { events: backend.events });
+    if (u.pathname === "/v1/activity") {
+      const site = u.searchParams.get("site");
+      const limit = Number(u.searchParams.get("limit") || 50);
+      return json(200, { events: backend.events.filter((e) => !site || e.site === site).slice(0, limit) });
+    }
     return json(404, { error: "not found" });
   };
   return backend;

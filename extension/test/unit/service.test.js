@@ -165,3 +165,17 @@ test("another extension controlling the proxy is a visible problem, not silent n
   assert.match(ext.calls.badges[7].title, /overrides the routing/);
   assert.equal(ext.store.routingProblem, undefined, "derived, never stored");
 });
+
+test("the popup's refresh fetches its site's own history, beyond the shared last 50 events", async (t) => {
+  const { backend, service } = await pairedService();
+  t.after(() => clearTimeout(service.fastTimer));
+  backend.events = [
+    ...Array.from({ length: 60 }, (_, i) => ({ id: 100 + i, time: 1_700_000_500 - i, site: "bluesky", outcome: "protected" })),
+    { id: 7, time: 1_700_000_000, site: "tumblr", outcome: "refused", reason: "signed upload" },
+  ];
+  await service.refresh();
+  assert.deepEqual((await service.route({ type: "getState", tabId: 7 })).value.activity, [], "not among the last 50");
+  const view = (await service.route({ type: "refresh", tabId: 7 })).value;
+  assert.deepEqual(view.activity.map((e) => e.reason), ["signed upload"]);
+  assert.ok(backend.requests.includes("GET /v1/activity"));
+});
