@@ -1,5 +1,5 @@
 // Debian's Chromium with the unpacked extension, headless, driven by playwright-core.
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
@@ -31,24 +31,31 @@ export async function launchWithExtension(extensionDir, { hostRules = "", spki =
   ];
   if (hostRules) args.push(`--host-resolver-rules=${hostRules}`);
   if (spki.length) args.push(`--ignore-certificate-errors-spki-list=${spki.join(",")}`);
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: false, // the --headless=new flag above: the old headless mode has no extensions
-    args,
-    locale: lang,
-    viewport: { width: 1100, height: 900 },
-  });
-  let [worker] = context.serviceWorkers();
-  if (!worker) worker = await context.waitForEvent("serviceworker", { timeout: 20000 });
-  const extensionId = new URL(worker.url()).host;
-  // On first install the extension opens its options page (pairing starts there); hand it over
-  // instead of racing it with a second one.
-  const deadline = Date.now() + 15000;
-  let options;
-  while (!(options = context.pages().find((p) => p.url().endsWith("/options/options.html")))) {
-    if (Date.now() > deadline) throw new Error("the extension did not open its options page on install");
-    await new Promise((r) => setTimeout(r, 100));
+  let context;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: false, // the --headless=new flag above: the old headless mode has no extensions
+      args,
+      locale: lang,
+      viewport: { width: 1100, height: 900 },
+    });
+    let [worker] = context.serviceWorkers();
+    if (!worker) worker = await context.waitForEvent("serviceworker", { timeout: 20000 });
+    const extensionId = new URL(worker.url()).host;
+    // On first install the extension opens its options page (pairing starts there); hand it over
+    // instead of racing it with a second one.
+    const deadline = Date.now() + 15000;
+    let options;
+    while (!(options = context.pages().find((p) => p.url().endsWith("/options/options.html")))) {
+      if (Date.now() > deadline) throw new Error("the extension did not open its options page on install");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await options.waitForSelector("body[data-ready=true]");
+    return { context, worker, extensionId, profile, options };
+  } catch (err) {
+    await context?.close().catch(() => {});
+    rmSync(profile, { recursive: true, force: true });
+    throw err;
   }
-  await options.waitForSelector("body[data-ready=true]");
-  return { context, worker, extensionId, profile, options };
 }

@@ -3,7 +3,7 @@
 // (pref extensions.webextensions.uuids); BiDi cannot follow the process switch into an extension
 // page, so openExtensionPage starts the navigation and then waits on the page's own content.
 
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import puppeteer from "puppeteer-core";
@@ -18,7 +18,8 @@ export function firefoxAvailable() {
 
 export async function launchFirefoxWithExtension(extensionDir) {
   const profile = mkdtempSync(path.join(os.tmpdir(), "sfumato-e2e-firefox-"));
-  const browser = await puppeteer.launch({
+  const browser = await puppeteer
+    .launch({
     browser: "firefox",
     executablePath: FIREFOX,
     headless: true,
@@ -33,8 +34,18 @@ export async function launchFirefoxWithExtension(extensionDir) {
       "extensions.webextOptionalPermissionPrompts": false,
       "intl.locale.requested": "en-US",
     },
-  });
-  await browser.installExtension(extensionDir);
+  })
+    .catch((err) => {
+      rmSync(profile, { recursive: true, force: true });
+      throw err;
+    });
+  try {
+    await browser.installExtension(extensionDir);
+  } catch (err) {
+    await browser.close().catch(() => {});
+    rmSync(profile, { recursive: true, force: true });
+    throw err;
+  }
   const base = `moz-extension://${UUID}`;
   return {
     browser,
