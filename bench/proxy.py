@@ -116,6 +116,8 @@ class Bench:
         self.server = UploadServer()
         self.proc: asyncio.subprocess.Process | None = None
         self.port = free_port()
+        self._proxied_ssl: ssl.SSLContext | None = None
+        self._direct_ssl: ssl.SSLContext | None = None
 
     async def start(self) -> None:
         await self.server.start(self.cert, self.key)
@@ -164,7 +166,17 @@ class Bench:
         await self.server.stop()
 
     def proxied_ssl(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.tmp / "conf" / "mitmproxy-ca-cert.pem"))
+        # One context per run: aiohttp pools connections per context, as a browser would.
+        if self._proxied_ssl is None:
+            self._proxied_ssl = ssl.create_default_context(
+                cafile=str(self.tmp / "conf" / "mitmproxy-ca-cert.pem")
+            )
+        return self._proxied_ssl
+
+    def direct_ssl(self) -> ssl.SSLContext:
+        if self._direct_ssl is None:
+            self._direct_ssl = ssl.create_default_context(cafile=str(self.ca))
+        return self._direct_ssl
 
     async def upload(self, session: aiohttp.ClientSession, body: bytes, via_proxy: bool) -> int:
         if via_proxy:
@@ -180,7 +192,7 @@ class Bench:
                 f"https://127.0.0.1:{self.server.port}{UPLOAD}",
                 data=body,
                 headers={"Content-Type": MULTIPART_CT, "Host": HOST},
-                ssl=ssl.create_default_context(cafile=str(self.ca)),
+                ssl=self.direct_ssl(),
                 server_hostname=HOST,
             )
         await resp.read()

@@ -410,7 +410,14 @@ class Sfumato:
             entry.add(step.segment_index, step.segment)
             if entry.received < entry.total_bytes:
                 # Hold the bytes: the site gets the whole protected file in one APPEND later.
-                flow.response = http.Response.make(204, b"", {"Cache-Control": "no-store"})
+                # The page calls upload.x.com cross-origin: the answer needs CORS headers.
+                headers = {"Cache-Control": "no-store"}
+                origin = flow.request.headers.get("origin")
+                if origin and origin != "null":
+                    headers["Access-Control-Allow-Origin"] = origin
+                    headers["Access-Control-Allow-Credentials"] = "true"
+                    headers["Vary"] = "Origin"
+                flow.response = http.Response.make(204, b"", headers)
                 return
             data = entry.assemble()
             rewrite = await self._in_pool(

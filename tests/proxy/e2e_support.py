@@ -157,13 +157,28 @@ class UploadServer:
 
 
 class RedirectToLocal:
-    """Test-only addon: every upstream connection goes to the local server (Host and SNI kept)."""
+    """Test-only addon: everything goes to the local server instead of the real sites.
+
+    Decrypted requests are redirected in `requestheaders` (Host header kept), so mitmproxy
+    reuses its upstream connections as it would for a real site; tunnelled connections (sites
+    not enabled) are redirected when they connect, SNI kept.
+    """
 
     def __init__(self, port: int) -> None:
         self.port = port
 
+    def requestheaders(self, flow) -> None:
+        if flow.response is not None:
+            return
+        host_header = flow.request.host_header
+        flow.request.host = "127.0.0.1"
+        flow.request.port = self.port
+        if host_header:
+            flow.request.host_header = host_header
+
     def server_connect(self, data: ServerConnectionHookData) -> None:
-        data.server.address = ("127.0.0.1", self.port)
+        if data.server.address and data.server.address[0] != "127.0.0.1":
+            data.server.address = ("127.0.0.1", self.port)
 
 
 @dataclass

@@ -339,9 +339,12 @@ async def test_x_chunked_upload_keeps_declared_length_and_fixes_md5(sfumato) -> 
             f"{base}?command=APPEND&media_id=1800&segment_index=0",
             multipart_body(file_field("media", "blob", "application/octet-stream", image[:half])),
             content_type=MULTIPART_CT,
+            origin="https://x.com",
         ),
     )
     assert first.response is not None and first.response.status_code == 204  # held
+    assert first.response.headers["access-control-allow-origin"] == "https://x.com"
+    assert first.response.headers["access-control-allow-credentials"] == "true"
     second = await run(
         sfumato,
         make_flow(
