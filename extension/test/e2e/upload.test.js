@@ -148,6 +148,24 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
     assert.equal(badge, "on");
   });
 
+  it("strength in the popup and default strength in the options page reach the backend", async () => {
+    const { token } = await (await worker()).evaluate(() => chrome.storage.local.get("token"));
+    const api = async (p) => (await fetch(serve.api + p, { headers: { Authorization: `Bearer ${token}` } })).json();
+    const p = await openPopup();
+    await p.check('#strength input[value="high"]');
+    await waitFor("the site's strength in the backend", async () => (await api("/v1/sites")).sites.find((x) => x.id === "tumblr").strength === "high");
+    await p.check('#strength input[value="default"]');
+    await waitFor("the strength back to default", async () => (await api("/v1/sites")).sites.find((x) => x.id === "tumblr").strength === "default");
+    const options = await browser.context.newPage();
+    await options.goto(`chrome-extension://${browser.extensionId}/options/options.html`);
+    await options.waitForSelector("body[data-ready=true]");
+    await options.selectOption("#default-strength", "low");
+    await waitFor("the default strength in the backend", async () => (await api("/v1/settings")).strength === "low");
+    await options.selectOption("#default-strength", "default");
+    await waitFor("the default strength restored", async () => (await api("/v1/settings")).strength === "default");
+    await options.close();
+  });
+
   it("protection off (with the keyboard): the site receives the original bytes", async () => {
     await setProtection(false, { keyboard: true });
     const proxy = await (await worker()).evaluate(() => chrome.proxy.settings.get({}));
