@@ -151,7 +151,11 @@ class SubsetImage:
 def load_subset(paths: list[Path], cfg: Config) -> list[SubsetImage]:
     out = []
     for i in subset_indices(len(paths), cfg.subset):
-        x = ev.crop8(downscale(ev.decode_rgb(paths[i]), cfg.subset_side))
+        try:
+            x = ev.crop8(downscale(ev.decode_rgb(paths[i]), cfg.subset_side))
+        except ev.EvaluationError as e:
+            log(f"skipped {paths[i].name} from the PGD subset: {e}")
+            continue
         out.append(SubsetImage(paths[i].name, np.ascontiguousarray(x)))
     return out
 
@@ -661,15 +665,24 @@ def run(cfg: Config, mode: str = "full") -> int:
     outputs: dict[str, dict[str, bytes]] = {}
     full_times: dict[str, list[tuple[float, float]]] = {p: [] for p in cfg.presets}
     sources: dict[str, bytes] = {}
+    from perturb.errors import ProtectError
+
+    skipped: dict[str, str] = {}
     for i, p in enumerate(paths):
-        data = p.read_bytes()
-        if cfg.main_side:  # quick mode only: small inputs
-            data = png_bytes(downscale(ev.decode_rgb(data), cfg.main_side))
+        try:
+            data = p.read_bytes()
+            x = ev.decode_rgb(data)
+            if cfg.main_side:  # quick mode only: small inputs
+                x = downscale(x, cfg.main_side)
+                data = png_bytes(x)
+            done = {pr: protect_timed(data, pr, cfg.model) for pr in cfg.presets}
+        except (ProtectError, ev.EvaluationError, OSError) as e:
+            skipped[p.name] = str(e).splitlines()[0]
+            log(f"skipped {p.name}: {skipped[p.name]}")
+            continue
         sources[p.name] = data
-        with Image.open(io.BytesIO(data)) as im:
-            mp = im.width * im.height / 1e6
-        for preset in cfg.presets:
-            out, secs, _ = protect_timed(data, preset, cfg.model)
+        mp = x.shape[0] * x.shape[1] / 1e6
+        for preset, (out, secs, _) in done.items():
             outputs.setdefault(p.name, {})[preset] = out
             full_times[preset].append((secs, secs / mp))
         if (i + 1) % 10 == 0 or i + 1 == len(paths):
@@ -681,6 +694,9 @@ def run(cfg: Config, mode: str = "full") -> int:
             runs = [protect_timed(png_bytes(im.x), preset, cfg.model) for _ in range(3)]
             sub_out.setdefault(im.name, {})[preset] = ev.decode_rgb(runs[0][0])
             sub_times[preset].append(statistics.median(r[1] for r in runs))
+    paths = [p for p in paths if p.name in sources]
+    if not paths:
+        raise SystemExit(f"error: no image in {cfg.folder} could be protected and scored")
     large = time_large_image(ev.decode_rgb(sources[paths[0].name]), cfg.large_mp, cfg.model)
     log(f"{large['megapixels']:.1f} MP image: protect {large['total_s']:.3f} s, "
         f"infer {large['infer_s']:.3f} s")  # fmt: skip
@@ -838,6 +854,8 @@ def run(cfg: Config, mode: str = "full") -> int:
         f"average {protect_load:.1f} on 2 cores when the model was timed).",
         f"Wall time of this run: {(time.perf_counter() - t_start) / 60:.1f} min.",
     ]
+    if skipped:
+        notes.append(f"Skipped (could not be read or protected): {skipped}.")
     if cfg.quick:
         notes.insert(0, "QUICK MODE: few small images and short PGD — a development check, NOT a "
                         "result.")  # fmt: skip
@@ -851,7 +869,7 @@ def run(cfg: Config, mode: str = "full") -> int:
         "surrogate": {"name": sur.name, "sha256": sur.sha256}, "product": info,
         "rows": {k: asdict(v) for k, v in rows.items()}, "curve_jpeg85": curve,
         "speed": speed, "large_image": large, "pgd_retime": retime, "must": checks,
-        "notes": notes,
+        "notes": notes, "skipped": skipped,
         "per_image": {"full": full_res, "subset": sub_res},
     }  # fmt: skip
     (RESULTS / f"efficacy{suffix}.json").write_text(json.dumps(js, indent=1, default=float))
