@@ -220,6 +220,11 @@ async def latency(bench: Bench, repeats: dict[int, int]) -> list[dict]:
         engine, direct, proxied = [], [], []
         async with aiohttp.ClientSession() as plain, aiohttp.ClientSession() as via:
             await bench.upload(plain, body, via_proxy=False)  # warm the direct connection
+            started = time.perf_counter()
+            # warm the proxied connection (the first one also loads the model in the proxy and
+            # mints the site's certificate): reported apart as the cold upload
+            assert await bench.upload(via, body, via_proxy=True) == 200
+            cold = time.perf_counter() - started
             for _ in range(n):
                 engine.append(engine_seconds(image, bench.model))
                 started = time.perf_counter()
@@ -230,6 +235,8 @@ async def latency(bench: Bench, repeats: dict[int, int]) -> list[dict]:
                 assert status == 200, f"proxied upload answered {status}"
                 proxied.append(time.perf_counter() - started)
         d, p, e = (statistics.median(x) for x in (direct, proxied, engine))
+        # the least-disturbed run of each (the machine is shared): a second, steadier view
+        d_min, p_min, e_min = (min(x) for x in (direct, proxied, engine))
         rows.append(
             {
                 "megapixels": mp,
@@ -241,6 +248,9 @@ async def latency(bench: Bench, repeats: dict[int, int]) -> list[dict]:
                 "engine_s": e,
                 "added_minus_engine_s": p - d - e,
                 "meets_target": p - d <= e + TARGET_OVERHEAD_S,
+                "min_added_minus_engine_s": p_min - d_min - e_min,
+                "meets_target_min": p_min - d_min <= e_min + TARGET_OVERHEAD_S,
+                "cold_proxy_s": cold,
                 "samples": {"direct_s": direct, "proxy_s": proxied, "engine_s": engine},
             }
         )
@@ -337,14 +347,20 @@ def table(results: dict) -> str:
         f"Sfumato proxy benchmark - model {results['model']}, workers "
         f"{results['workers']}, {results['cpus']} CPUs",
         "",
-        "| MP | JPEG bytes | direct s | proxy s | added s | engine s | added - engine | target |",
-        "|---:|---:|---:|---:|---:|---:|---:|:---:|",
+        "Medians of interleaved runs; 'min' compares the fastest run of each (least disturbed "
+        "by other load). Target: added <= engine + 50 ms.",
+        "",
+        "| MP | JPEG bytes | direct s | proxy s | added s | engine s | added - engine | target "
+        "| min: added - engine | target (min) | cold first upload s |",
+        "|---:|---:|---:|---:|---:|---:|---:|:---:|---:|:---:|---:|",
     ]
     for r in results["latency"]:
         lines.append(
             f"| {r['megapixels']} | {r['jpeg_bytes']} | {r['direct_s']:.3f} | {r['proxy_s']:.3f}"
             f" | {r['added_s']:.3f} | {r['engine_s']:.3f} | {r['added_minus_engine_s'] * 1000:+.0f}"
-            f" ms | {'ok' if r['meets_target'] else 'MISSED'} |"
+            f" ms | {'ok' if r['meets_target'] else 'MISSED'}"
+            f" | {r['min_added_minus_engine_s'] * 1000:+.0f} ms"
+            f" | {'ok' if r['meets_target_min'] else 'MISSED'} | {r['cold_proxy_s']:.3f} |"
         )
     lines += [
         "",
@@ -373,7 +389,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         bench = Bench(model, args.workers, tmp)
         await bench.start()
         try:
-            repeats = {1: 3, 4: 2, 12: 1} if args.quick else {1: 7, 4: 5, 12: 3}
+            repeats = {1: 3, 4: 2, 12: 1} if args.quick else {1: 9, 4: 7, 12: 5}
             print("latency (median):", flush=True)
             lat = await latency(bench, repeats)
             print("concurrency:", flush=True)
