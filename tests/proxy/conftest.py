@@ -26,9 +26,11 @@ def image_bytes(width: int, height: int, fmt: str = "JPEG", seed: int = 0) -> by
     return out.getvalue()
 
 
-def build_slow_model(directory: Path, kernel: int = 61) -> Path:
-    """A contract-conforming model whose inference takes seconds (timeout fault injection):
-    a large, useless convolution whose result is multiplied by zero."""
+def build_slow_model(directory: Path, kernel: int = 31) -> Path:
+    """A contract-conforming model whose inference is slow (timeout fault injection): two
+    large, useless convolutions whose result is multiplied by zero. On a 2-core machine one
+    1024 px tile takes about 2 s; `slow_image` has 16 tiles, so it overruns a 1 s deadline on
+    much faster machines too, while the engine stops at the next tile once the deadline passed."""
     onnx_path = build_tiny_model(directory, model_id="slow-test")
     weights = numpy_helper.from_array(np.full((3, 3, kernel, kernel), 1e-4, dtype=np.float32), "w")
     pad = kernel // 2
@@ -72,6 +74,12 @@ def failing_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def slow_model(tmp_path_factory) -> Path:
     return build_slow_model(tmp_path_factory.mktemp("slow"))
+
+
+@pytest.fixture(scope="session")
+def slow_image() -> bytes:
+    """3072 x 3072: 16 tiles of the model's 1024 px tiling."""
+    return image_bytes(3072, 3072, "JPEG", seed=7)
 
 
 @pytest.fixture(scope="session")

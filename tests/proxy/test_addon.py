@@ -3,9 +3,11 @@ fail-closed refusals and outcomes (real engine, tiny test models)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
+import time
 import zlib
 from pathlib import Path
 
@@ -485,13 +487,34 @@ async def test_failing_model_is_refused(sfumato, failing_model, jpeg) -> None:
     _refusal(flow, "model-error")
 
 
-async def test_timeout_is_refused(sfumato, slow_model) -> None:
+async def test_timeout_is_refused(sfumato, slow_model, slow_image) -> None:
     sfumato.tctx.configure(sfumato, sfumato_model=str(slow_model), sfumato_timeout=1)
-    image = image_bytes(512, 512, "JPEG", seed=3)
-    body = multipart_body(file_field("upload_file", "a.jpg", "image/jpeg", image))
+    body = multipart_body(file_field("upload_file", "a.jpg", "image/jpeg", slow_image))
     flow = await run(sfumato, make_flow("POST", DA_UPLOAD, body, content_type=MULTIPART_CT))
     doc = _refusal(flow, "timeout")
     assert "1 s" in doc["message"]
+    await _pool_idle(sfumato)
+
+
+async def _pool_idle(addon: Sfumato) -> None:
+    for _ in range(300):  # the abandoned job stops at the engine's next tile
+        if addon.pool is None or addon.pool.running == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the worker never finished")
+
+
+async def test_overloaded_pool_refuses_when_the_wait_exceeds_the_timeout(sfumato, jpeg) -> None:
+    """Backpressure: waiting for a worker counts against the upload's deadline."""
+    sfumato.tctx.configure(sfumato, sfumato_workers=1, sfumato_timeout=1)
+    occupant = asyncio.create_task(sfumato.pool.run(time.sleep, 1.5, timeout=5))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    body = multipart_body(file_field("upload_file", "a.jpg", "image/jpeg", jpeg))
+    flow = await run(sfumato, make_flow("POST", DA_UPLOAD, body, content_type=MULTIPART_CT))
+    _refusal(flow, "timeout")
+    assert 0.9 < time.monotonic() - started < 1.4
+    await occupant
 
 
 async def test_signed_payload_is_refused(sfumato, jpeg) -> None:

@@ -91,7 +91,7 @@ def test_store_is_bounded() -> None:
     assert store.get("0") is None and store.get(str(cu.MAX_TRACKED + 9)) is not None
 
 
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 @given(
     st.text(max_size=120),
     st.binary(max_size=300),

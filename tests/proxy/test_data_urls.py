@@ -79,7 +79,7 @@ def test_body_kind_from_content_type() -> None:
     assert data_urls.body_kind("image/png") is None
 
 
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 @given(st.binary(max_size=600), st.sampled_from(["json", "form", "text"]))
 def test_random_bodies_never_crash(body: bytes, kind: str) -> None:
     try:
@@ -90,7 +90,7 @@ def test_random_bodies_never_crash(body: bytes, kind: str) -> None:
         assert new == body
 
 
-@settings(max_examples=200)
+@settings(deadline=None, max_examples=200)
 @given(st.text(max_size=200), st.binary(min_size=1, max_size=200), st.text(max_size=200))
 def test_identity_transform_keeps_json_bytes(before: str, image: bytes, after: str) -> None:
     url = "data:image/webp;base64," + base64.b64encode(image).decode()

@@ -139,7 +139,7 @@ def multipart_bodies(draw) -> tuple[str, bytes, list[bytes]]:
     return boundary, out, bodies
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(multipart_bodies())
 def test_random_multipart_bodies_round_trip_byte_exact(case) -> None:
     boundary, body, bodies = case
@@ -148,7 +148,7 @@ def test_random_multipart_bodies_round_trip_byte_exact(case) -> None:
     assert [p.body for p in form.parts] == bodies
 
 
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 @given(st.binary(max_size=500), boundaries)
 def test_random_bytes_never_crash_the_parser(data: bytes, boundary: str) -> None:
     try:
@@ -158,14 +158,14 @@ def test_random_bytes_never_crash_the_parser(data: bytes, boundary: str) -> None
     assert form.to_bytes() == data
 
 
-@settings(max_examples=200)
+@settings(deadline=None, max_examples=200)
 @given(st.text(max_size=200))
 def test_random_content_types_never_crash(content_type: str) -> None:
     boundary = multipart.boundary_from_content_type(content_type)
     assert boundary is None or 1 <= len(boundary) <= 70
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(multipart_bodies(), st.data())
 def test_mutated_bodies_parse_exactly_or_raise(case, data) -> None:
     boundary, body, _ = case

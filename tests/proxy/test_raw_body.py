@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy import raw_body
@@ -35,6 +35,7 @@ def test_unparseable_or_unknown_dimensions_leave_params_alone() -> None:
     assert raw_body.declared_header_fixes({}, 10, 1, 1) == {}
 
 
+@settings(deadline=None)
 @given(st.text(max_size=200), st.integers(1, 10000), st.integers(1, 10000))
 def test_random_params_never_crash(params: str, width: int, height: int) -> None:
     raw_body.rupload_params_with_size(params, width, height)

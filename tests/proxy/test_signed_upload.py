@@ -109,14 +109,14 @@ def test_aws_chunked_with_chunk_signatures_is_refused() -> None:
         signed_upload.decode_aws_chunked(body)
 
 
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 @given(st.binary(max_size=400))
 def test_random_aws_chunked_bodies_never_crash(body: bytes) -> None:
     with contextlib.suppress(signed_upload.SignedUploadError):
         signed_upload.decode_aws_chunked(body)
 
 
-@settings(max_examples=200)
+@settings(deadline=None, max_examples=200)
 @given(
     st.dictionaries(
         st.sampled_from(["authorization", "x-amz-content-sha256", "content-md5"]),

@@ -208,14 +208,14 @@ def test_bad_custom_sites_raise(value: str) -> None:
         sp.parse_custom_sites(value)
 
 
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 @given(st.text(max_size=200))
 def test_random_custom_site_text_never_crashes(value: str) -> None:
     with contextlib.suppress(ValueError):
         sp.parse_custom_sites(value)
 
 
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 @given(
     st.sampled_from(["GET", "POST", "PUT", "PATCH"]),
     st.text(max_size=60),

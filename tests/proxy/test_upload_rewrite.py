@@ -56,7 +56,7 @@ field_values = st.binary(max_size=200).filter(
 )
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.tuples(st.sampled_from(["a", "b", "csrf", "title"]), field_values),
@@ -77,7 +77,7 @@ class Unchanged(ImageProtector):
         return ImageResult(data, protected=False, reason="test")
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(["multipart", "raw", "data_url", "s3", "generic"]),
     st.sampled_from(
