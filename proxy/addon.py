@@ -265,9 +265,10 @@ class Sfumato:
         init = flow.metadata.get(_X_INIT)
         if init is None or flow.response is None:
             return
+        step, declared = init
         media_id = chunked_upload.media_id_from_response(flow.response.content or b"")
         if media_id and 200 <= flow.response.status_code < 300:
-            self.x_uploads.track(media_id, init.total_bytes, init.media_type)
+            self.x_uploads.track(media_id, step.total_bytes, step.media_type, declared)
 
     # --------------------------------------------------------------- internals
 
@@ -304,7 +305,12 @@ class Sfumato:
             "protect the file before uploading (sfumato protect FILE), or raise sfumato_body_limit",
         )
 
-    def _apply(self, flow: http.HTTPFlow, match: UploadMatch, rewrite: Rewrite) -> None:
+    def _apply_quietly(self, flow: http.HTTPFlow, rewrite: Rewrite) -> None:
+        """Apply a rewrite that is not an upload outcome (X INIT, FINALIZE)."""
+        rewrite.outcome = None
+        self._apply(flow, None, rewrite)
+
+    def _apply(self, flow: http.HTTPFlow, match: UploadMatch | None, rewrite: Rewrite) -> None:
         req = flow.request
         for name in rewrite.remove_headers:
             req.headers.pop(name, None)
@@ -319,7 +325,7 @@ class Sfumato:
                     req.headers["content-length"] = str(len(rewrite.body))
             else:
                 req.content = rewrite.body
-        if rewrite.outcome is not None:
+        if rewrite.outcome is not None and match is not None:
             self._report(self._outcome(flow, match, rewrite.outcome, rewrite))
 
     def _outcome(self, flow: http.HTTPFlow, match: UploadMatch, kind, rewrite: Rewrite) -> Outcome:
@@ -395,7 +401,11 @@ class Sfumato:
             if step.media_type.startswith("image/"):
                 if step.total_bytes > limit:
                     raise self._too_large(step.total_bytes)
-                flow.metadata[_X_INIT] = step
+                declared = chunked_upload.declared_total(step.media_type, step.total_bytes)
+                flow.metadata[_X_INIT] = (step, declared)
+                if declared != step.total_bytes:
+                    # Room for a protected lossless file (padded to exactly this length later).
+                    self._apply_quietly(flow, chunked_upload.init_rewrite(upload, declared))
             return
         entry = self.x_uploads.get(step.media_id) if step.media_id else None
         if step.command == "APPEND":
@@ -421,7 +431,12 @@ class Sfumato:
                 return
             data = entry.assemble()
             rewrite = await self._in_pool(
-                match.profile, chunked_upload.protect_append, upload, step, data
+                match.profile,
+                chunked_upload.protect_append,
+                upload,
+                step,
+                data,
+                entry.declared_bytes,
             )
             entry.protected_md5 = hashlib.md5(rewrite.protected_data).hexdigest()
             self._apply(flow, match, rewrite)

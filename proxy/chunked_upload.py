@@ -1,10 +1,14 @@
 """X (Twitter) chunked media uploads: INIT declares `total_bytes`, APPEND carries segments
 (multipart `media`, or base64 `media_data`), FINALIZE may carry `original_md5`.
 
-The proxy keeps the declared length: APPEND segments of a tracked image are held (answered
-locally with 204) until the whole file is in, then the last APPEND is forwarded as segment 0
-carrying the entire protected file, produced at exactly `total_bytes` (`exact_length`), and
-FINALIZE's `original_md5` is rewritten to the protected file's MD5. Params may travel in the
+The declared length must hold, and it is declared before any byte is seen. A protected JPEG or
+lossy WebP can be re-encoded to fit the original length, but a protected lossless file (PNG,
+GIF) is nearly always larger: for those, INIT's `total_bytes` is raised (`declared_total`,
+within X's limits) and the protected file is padded inside its format to exactly that length.
+APPEND segments of a tracked image are held (answered locally with 204) until the whole file is
+in; the last APPEND is then forwarded as segment 0 carrying the entire protected file, produced
+at exactly the declared length (`exact_length`), and FINALIZE's `original_md5` is rewritten to
+the protected file's MD5. Params may travel in the
 query string, a form body or multipart fields; rewrites touch only the changed value.
 """
 
@@ -15,14 +19,23 @@ import binascii
 import json
 import re
 import time
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote
 
 from proxy import multipart
 from proxy.image_protection import ImageProtector, is_image
+from proxy.refusal import Refusal
 from proxy.upload_rewrite import Rewrite, UploadRequest
 
 MAX_TRACKED = 256
+# X's size limits per media type (bytes); a raised declaration never goes beyond them.
+X_LIMITS = {"image/gif": 15 * 1024 * 1024}
+X_IMAGE_LIMIT = 5 * 1024 * 1024
+# Lossless formats: room for the protected file, which the engine then pads to the exact size.
+LOSSLESS = ("image/png", "image/gif")
+HEADROOM = 1.5
+HEADROOM_MIN = 64 * 1024
 TRACK_SECONDS = 30 * 60
 
 
@@ -115,12 +128,33 @@ def media_id_from_response(body: bytes) -> str | None:
     return str(value) if value is not None else None
 
 
+def declared_total(media_type: str, total_bytes: int) -> int:
+    """The `total_bytes` to declare upstream for an image of `total_bytes` original bytes."""
+    if media_type not in LOSSLESS:
+        return total_bytes
+    limit = X_LIMITS.get(media_type, X_IMAGE_LIMIT)
+    wanted = max(int(total_bytes * HEADROOM), total_bytes + HEADROOM_MIN)
+    return max(total_bytes, min(wanted, limit))
+
+
+def init_rewrite(upload: UploadRequest, declared: int) -> Rewrite:
+    """INIT with `total_bytes` set to the declared length (nothing else changes)."""
+    path, body = _set_param(upload, upload.body, "total_bytes", str(declared))
+    return Rewrite(
+        body=body if body != upload.body else None,
+        path=path if path != upload.path else None,
+        shape="x_chunked",
+    )
+
+
 @dataclass
 class TrackedUpload:
-    """An image upload between INIT and FINALIZE."""
+    """An image upload between INIT and FINALIZE: `total_bytes` is what the client sends,
+    `declared_bytes` what X was told (and receives)."""
 
     total_bytes: int
     media_type: str
+    declared_bytes: int = 0
     segments: dict[int, bytes] = field(default_factory=dict)
     protected_md5: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -146,11 +180,14 @@ class XUploadStore:
     def __init__(self) -> None:
         self._uploads: dict[str, TrackedUpload] = {}
 
-    def track(self, media_id: str, total_bytes: int, media_type: str) -> None:
+    def track(
+        self, media_id: str, total_bytes: int, media_type: str, declared_bytes: int | None = None
+    ) -> None:
         self._expire()
         while len(self._uploads) >= MAX_TRACKED:
             self._uploads.pop(next(iter(self._uploads)))
-        self._uploads[media_id] = TrackedUpload(total_bytes, media_type)
+        declared = total_bytes if declared_bytes is None else declared_bytes
+        self._uploads[media_id] = TrackedUpload(total_bytes, media_type, declared)
 
     def get(self, media_id: str) -> TrackedUpload | None:
         self._expire()
@@ -206,10 +243,22 @@ def _set_param(upload: UploadRequest, body: bytes, name: str, value: str) -> tup
 
 
 def protect_append(
-    upload: UploadRequest, step: Step, data: bytes, protect: ImageProtector
+    upload: UploadRequest, step: Step, data: bytes, declared: int, protect: ImageProtector
 ) -> Rewrite:
-    """The last APPEND, rewritten to carry the whole protected file as segment 0."""
-    result = protect(data, exact_length=len(data))
+    """The last APPEND, rewritten to carry the whole protected file (exactly `declared` bytes)
+    as segment 0."""
+    result = protect(data, exact_length=declared)
+    if len(result.data) != declared:
+        # Passed unchanged (already protected), but INIT promised X more bytes: pad, never
+        # protect twice.
+        padded = pad_to_length(result.data, declared)
+        if padded is None:
+            raise Refusal(
+                "cannot-fit-length",
+                f"the file cannot be sent as exactly the {declared} bytes declared to X",
+                "retry the upload",
+            )
+        result = replace(result, data=padded)
     body = upload.body
     encoded = result.data if step.segment_field == "media" else base64.b64encode(result.data)
     if step.segment_part >= 0:
@@ -230,6 +279,34 @@ def protect_append(
         timings=result.timings,
         protected_data=result.data,
     )
+
+
+def pad_to_length(data: bytes, length: int) -> bytes | None:
+    """A PNG or GIF padded to exactly `length` bytes with an ignorable block (a private
+    ancillary PNG chunk, a GIF comment), or None if that is impossible for these bytes."""
+    pad = length - len(data)
+    if pad == 0:
+        return data
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82") and pad >= 12:
+        payload = b"\0" * (pad - 12)
+        chunk = (
+            len(payload).to_bytes(4, "big")
+            + b"sfPd"
+            + payload
+            + zlib.crc32(b"sfPd" + payload).to_bytes(4, "big")
+        )
+        return data[:-12] + chunk + data[-12:]
+    if data[:6] in (b"GIF87a", b"GIF89a") and data.endswith(b"\x3b") and pad >= 3 and pad != 4:
+        blocks: list[bytes] = []
+        remaining = pad - 3  # extension introducer + label + block terminator
+        while remaining:
+            take = min(256, remaining)  # one sub-block: its size byte plus up to 255 bytes
+            if remaining - take == 1:
+                take -= 1
+            blocks.append(bytes([take - 1]) + b"\0" * (take - 1))
+            remaining -= take
+        return data[:-1] + b"\x21\xfe" + b"".join(blocks) + b"\x00" + data[-1:]
+    return None
 
 
 def finalize_rewrite(upload: UploadRequest, step: Step, md5_hex: str) -> Rewrite:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import hashlib
 import json
 import time
+import urllib.parse
 import zlib
 from pathlib import Path
 
@@ -427,6 +429,87 @@ async def test_custom_site_json_data_url(tiny_model, png) -> None:
         )
         assert plain.request.content == b'{"a":1}' and len(outcomes) == 1
     addon.done()
+
+
+async def test_x_base64_media_data_form_upload(sfumato) -> None:
+    image = image_bytes(200, 150, "PNG", seed=21)
+    base = "https://upload.x.com/1.1/media/upload.json"
+    form = "application/x-www-form-urlencoded"
+    init = await run(
+        sfumato,
+        make_flow(
+            "POST",
+            base,
+            f"command=INIT&total_bytes={len(image)}&media_type=image%2Fpng".encode(),
+            content_type=form,
+        ),
+    )
+    declared = int(dict(urllib.parse.parse_qsl(init.request.content.decode()))["total_bytes"])
+    assert declared > len(image)  # room for the protected (larger) PNG, declared up front
+    init.response = http.Response.make(200, b'{"media_id_string":"77"}')
+    sfumato.response(init)
+    encoded = base64.b64encode(image).decode().replace("+", "%2B").replace("/", "%2F")
+    append = await run(
+        sfumato,
+        make_flow(
+            "POST",
+            base,
+            f"command=APPEND&media_id=77&segment_index=0&media_data={encoded}".replace(
+                "=", "=", 1
+            ).encode(),
+            content_type=form,
+        ),
+    )
+    assert append.response is None
+    fields = dict(urllib.parse.parse_qsl(append.request.content.decode()))
+    sent = base64.b64decode(fields["media_data"])
+    assert len(sent) == declared and fields["segment_index"] == "0"
+    assert_protected(image, sent)
+
+
+async def test_x_already_protected_png_is_padded_not_protected_again(sfumato, tiny_model) -> None:
+    image = perturb.protect(image_bytes(120, 90, "PNG", seed=22), model=str(tiny_model)).data
+    base = "https://upload.x.com/i/media/upload.json"
+    init = await run(
+        sfumato,
+        make_flow("POST", f"{base}?command=INIT&total_bytes={len(image)}&media_type=image%2Fpng"),
+    )
+    declared = int(dict(urllib.parse.parse_qsl(init.request.path.split("?")[1]))["total_bytes"])
+    init.response = http.Response.make(200, b'{"media_id_string":"88"}')
+    sfumato.response(init)
+    body = multipart_body(file_field("media", "blob", "application/octet-stream", image))
+    flow = await run(
+        sfumato,
+        make_flow(
+            "POST",
+            f"{base}?command=APPEND&media_id=88&segment_index=0",
+            body,
+            content_type=MULTIPART_CT,
+        ),
+    )
+    sent = split_multipart(flow.request.raw_content)[0][1]
+    assert len(sent) == declared and sent.startswith(image[:-12])
+    assert (decode(sent) == decode(image)).all()
+    assert sfumato.outcomes[-1].outcome == "passed"
+
+
+async def test_gzip_encoded_upload_is_decoded_protected_and_reencoded(sfumato, jpeg) -> None:
+    body = multipart_body(file_field("file", "a.jpg", "image/jpeg", jpeg), form_field("x", b"1"))
+    flow = await run(
+        sfumato,
+        make_flow(
+            "POST",
+            "https://www.tumblr.com/api/v2/media/image",
+            gzip.compress(body),
+            content_type=MULTIPART_CT,
+            content_encoding="gzip",
+        ),
+    )
+    assert flow.response is None
+    assert flow.request.headers["content-encoding"] == "gzip"
+    parts = split_multipart(gzip.decompress(flow.request.raw_content))
+    assert_protected(jpeg, parts[0][1])
+    assert parts[1] == split_multipart(body)[1]
 
 
 # ---------------------------------------------------------------------------- fail closed

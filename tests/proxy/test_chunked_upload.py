@@ -100,3 +100,40 @@ def test_store_is_bounded() -> None:
 def test_random_requests_never_crash(path: str, body: bytes, ct: str) -> None:
     with contextlib.suppress(cu.ChunkedUploadError):
         cu.parse_step(path, body, ct)
+
+
+def test_declared_total_leaves_room_only_for_lossless_formats() -> None:
+    assert cu.declared_total("image/jpeg", 1000) == 1000
+    assert cu.declared_total("image/png", 1000) == 1000 + cu.HEADROOM_MIN
+    assert cu.declared_total("image/png", 2_000_000) == 3_000_000
+    assert cu.declared_total("image/png", 4_000_000) == cu.X_IMAGE_LIMIT  # capped
+    assert cu.declared_total("image/png", 6_000_000) == 6_000_000  # never lowered
+    assert cu.declared_total("image/gif", 8_000_000) == 12_000_000
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+@pytest.mark.parametrize("extra", [3, 5, 12, 13, 257, 258, 259, 1000, 65536])
+def test_padding_keeps_the_image_and_hits_the_length(fmt: str, extra: int) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(extra).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, fmt)
+    data = out.getvalue()
+    padded = cu.pad_to_length(data, len(data) + extra)
+    if fmt == "PNG" and extra < 12:
+        assert padded is None
+        return
+    assert padded is not None and len(padded) == len(data) + extra
+    original = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    again = Image.open(io.BytesIO(padded))
+    again.load()  # a broken structure raises here
+    assert (np.asarray(again.convert("RGB")) == original).all()
+
+
+def test_padding_other_formats_is_impossible() -> None:
+    assert cu.pad_to_length(b"\xff\xd8\xff" + b"x" * 10, 100) is None
+    assert cu.pad_to_length(b"GIF89a;", len(b"GIF89a;") + 4) is None

@@ -148,13 +148,20 @@ async def test_deviantart_multipart_from_aiohttp(proxy, upstream, client, jpeg) 
     assert json.loads(reply)["received"] == len(got.body)
 
 
-async def test_deviantart_multipart_from_curl(proxy, upstream, tmp_path, jpeg) -> None:
+@pytest.mark.parametrize("http_version", ["--http1.1", "--http2"])
+async def test_deviantart_multipart_from_curl(
+    proxy, upstream, tmp_path, jpeg, http_version
+) -> None:
+    """curl builds its own multipart body; over HTTP/2 too (browsers use it with these sites)."""
     t = token()
     (tmp_path / "art.jpg").write_bytes(jpeg)
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     proc = await asyncio.create_subprocess_exec(
         "curl",
         "-sS",
+        http_version,
+        "-w",
+        "\n%{http_version}",
         "--proxy",
         proxy.url,
         "--cacert",
@@ -173,7 +180,9 @@ async def test_deviantart_multipart_from_curl(proxy, upstream, tmp_path, jpeg) -
     )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err
-    assert json.loads(out)["ok"] is True
+    reply, version = out.rsplit(b"\n", 1)
+    assert json.loads(reply)["ok"] is True
+    assert version == (b"2" if http_version == "--http2" else b"1.1")
     (got,) = upstream.matching(t)
     boundary = got.headers["Content-Type"].split("boundary=", 1)[1]
     parts = split_multipart(got.body, boundary)
