@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -242,7 +243,8 @@ class Sfumato:
                 await self._x_request(flow, match)
                 return
             upload = UploadRequest.from_flow(flow.request)
-            rewrite = await self._in_pool(match.profile, rewrite_upload, match.shape, upload)
+            rewrite_fn = partial(rewrite_upload, keep_size=match.rule.keep_size)
+            rewrite = await self._in_pool(match.profile, rewrite_fn, match.shape, upload)
             self._apply(flow, match, rewrite)
         except Refusal as refusal:
             self._refuse(flow, match, refusal, bytes_in=size)

@@ -35,6 +35,8 @@ class UploadRule:
 
     `on` says which hosts the rule applies to: the site's own hosts, its upload hosts, or any
     host. `needs_origin` additionally requires the request's Origin/Referer to be a site host.
+    `keep_size`: the site's app already sized a lossy image (JPEG, WebP) for the server's limit,
+    so the protected image keeps the original byte count.
     """
 
     shape: Shape
@@ -42,6 +44,7 @@ class UploadRule:
     methods: tuple[str, ...] = ("POST",)
     on: RuleHosts = "site"
     needs_origin: bool = False
+    keep_size: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,10 +137,17 @@ BUILTIN_PROFILES: tuple[SiteProfile, ...] = (
         hosts=("bsky.app", "*.bsky.app"),
         upload_hosts=("*.host.bsky.network", "bsky.social"),
         rules=(
-            UploadRule("raw", "/xrpc/com.atproto.repo.uploadBlob", on="upload"),
+            # The app recompresses images to fit the blob size limit: keep_size holds it.
+            UploadRule("raw", "/xrpc/com.atproto.repo.uploadBlob", on="upload", keep_size=True),
             # A self-hosted PDS: recognised by the path plus Origin/Referer bsky.app. Its TLS is
             # only intercepted if its host is listed (a custom site or allow_hosts).
-            UploadRule("raw", "/xrpc/com.atproto.repo.uploadBlob", on="any", needs_origin=True),
+            UploadRule(
+                "raw",
+                "/xrpc/com.atproto.repo.uploadBlob",
+                on="any",
+                needs_origin=True,
+                keep_size=True,
+            ),
         ),
     ),
     SiteProfile(

@@ -15,7 +15,7 @@ from typing import Literal
 from mitmproxy import http
 
 from proxy import data_urls, multipart, raw_body, signed_upload
-from proxy.image_protection import ImageProtector, ImageResult, is_image
+from proxy.image_protection import ImageProtector, ImageResult, is_image, sniff_supported
 from proxy.refusal import PROTECT_FIRST, Refusal
 
 _KNOWN_ENCODINGS = {"", "identity", "gzip", "deflate", "br", "zstd"}
@@ -161,9 +161,17 @@ def rewrite_data_url_body(
 
 
 def rewrite_raw(
-    upload: UploadRequest, protect: ImageProtector, *, report_empty: bool, shape: str = "raw"
+    upload: UploadRequest,
+    protect: ImageProtector,
+    *,
+    report_empty: bool,
+    shape: str = "raw",
+    keep_size: bool = False,
 ) -> Rewrite:
-    """Protect a raw image body; fix declared sizes, dimensions and unsigned checksums."""
+    """Protect a raw image body; fix declared sizes, dimensions and unsigned checksums.
+
+    `keep_size`: a lossy image (JPEG, WebP) keeps its byte count (the app sized it for a limit).
+    """
     try:
         policy = signed_upload.analyze(upload.headers, upload.query)
     except signed_upload.SignedUploadError as err:
@@ -196,7 +204,8 @@ def rewrite_raw(
         )
     if not is_image(payload, upload.content_type):
         return tally.finish(rewrite, report_empty=report_empty)
-    exact = len(payload) if policy.exact_length else None
+    lossy = sniff_supported(payload) in ("JPEG", "WEBP")
+    exact = len(payload) if policy.exact_length or (keep_size and lossy) else None
     new = tally.protect(protect, payload, exact)
     result = tally.results[-1][1]
     if not result.protected:
@@ -262,12 +271,14 @@ def rewrite_generic(upload: UploadRequest, protect: ImageProtector) -> Rewrite:
     return rewrite_raw(upload, protect, report_empty=False, shape="generic")
 
 
-def rewrite_upload(shape: str, upload: UploadRequest, protect: ImageProtector) -> Rewrite:
+def rewrite_upload(
+    shape: str, upload: UploadRequest, protect: ImageProtector, *, keep_size: bool = False
+) -> Rewrite:
     """Rewrite a candidate upload of the given body shape (see `site_profiles.SHAPES`)."""
     if shape == "multipart":
         return rewrite_multipart(upload, protect, report_empty=True)
     if shape == "raw":
-        return rewrite_raw(upload, protect, report_empty=True)
+        return rewrite_raw(upload, protect, report_empty=True, keep_size=keep_size)
     if shape == "data_url":
         return rewrite_data_url_body(upload, protect, report_empty=True)
     if shape == "s3":

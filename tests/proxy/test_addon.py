@@ -229,6 +229,21 @@ async def test_instagram_raw_body_and_declared_headers(sfumato) -> None:
     assert flow.request.headers["offset"] == "0"
 
 
+async def test_bluesky_jpeg_keeps_its_size(sfumato, jpeg) -> None:
+    """The app sized the JPEG for the blob limit: the protected one is exactly as long."""
+    flow = await run(
+        sfumato,
+        make_flow(
+            "POST",
+            "https://morel.us-east.host.bsky.network/xrpc/com.atproto.repo.uploadBlob",
+            jpeg,
+            content_type="image/jpeg",
+        ),
+    )
+    assert len(flow.request.raw_content) == len(jpeg)
+    assert_protected(jpeg, flow.request.raw_content)
+
+
 async def test_bluesky_pds_upload_blob(sfumato, png) -> None:
     flow = await run(
         sfumato,
