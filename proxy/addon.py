@@ -162,6 +162,15 @@ class Sfumato:
                     old.shutdown()
         if "sfumato_model" in updated:
             self._check_model(opts.sfumato_model)
+        if self.enabled and getattr(opts, "stream_large_bodies", None):
+            # mitmproxy switches a request to streaming while reading its body once it grows
+            # past stream_large_bodies -- after every hook: an upload would reach the site
+            # unprotected. Fail closed at configuration time.
+            raise exceptions.OptionsError(
+                "stream_large_bodies cannot be used while Sfumato protects sites: large uploads "
+                "would be streamed to the site unprotected. Unset stream_large_bodies (Sfumato "
+                "streams everything that is not an upload by itself)."
+            )
         self._narrow_allow_hosts(updated)
 
     def _check_model(self, spec: str) -> None:
@@ -225,6 +234,9 @@ class Sfumato:
             req.stream = True
             return
         flow.metadata[_META] = match
+        # Buffer it, even if another addon (e.g. mitmproxy's stream_large_bodies) chose to
+        # stream it: a streamed upload would reach the site unprotected.
+        req.stream = False
         declared = req.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > ctx.options.sfumato_body_limit:
             self._refuse(flow, match, self._too_large(int(declared)), bytes_in=int(declared))

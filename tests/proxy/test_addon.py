@@ -128,6 +128,14 @@ def test_other_requests_stream_and_are_not_touched(sfumato: Sfumato) -> None:
     assert sfumato.outcomes == []
 
 
+def test_candidates_are_buffered_even_if_streaming_was_requested(sfumato) -> None:
+    """mitmproxy's stream_large_bodies runs first and may have set stream = True."""
+    flow = make_flow("POST", DA_UPLOAD, b"x" * 100, content_type=MULTIPART_CT)
+    flow.request.stream = True
+    sfumato.requestheaders(flow)
+    assert not flow.request.stream
+
+
 # ---------------------------------------------------------------------------- shapes
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
+from mitmproxy import exceptions
 
 import perturb
 from proxy.outcome import Outcome
@@ -425,6 +426,22 @@ async def test_other_traffic_flows_while_an_upload_is_protected(
     assert status == 200
     if finished[0] - started > 1.5:  # protection was long enough to have blocked the GET
         assert get_done < finished[0], "the GET must not wait for the upload's protection"
+
+
+async def test_stream_large_bodies_is_rejected_while_sites_are_protected(
+    proxy, upstream, client, jpeg
+) -> None:
+    """mitmproxy would switch a large upload to streaming after every hook (unprotected)."""
+    with pytest.raises(exceptions.OptionsError, match="stream_large_bodies"):
+        proxy.configure(stream_large_bodies="1k")
+    assert not proxy.master.options.stream_large_bodies
+    t = token()
+    body = multipart_body(file_field("upload_file", "a.jpg", "image/jpeg", jpeg))
+    status, _, _ = await send(
+        proxy, client, "POST", f"{DA_UPLOAD}?t={t}", body, content_type=MULTIPART_CT
+    )
+    assert status == 200
+    assert_protected(jpeg, split_multipart(upstream.matching(t)[0].body)[0][1])
 
 
 # ----------------------------------------------------------------------- fault injection
