@@ -131,7 +131,8 @@ def rewrite_multipart(
     tally = _Tally()
     for index, part in enumerate(form.parts):
         is_file = part.filename is not None or part.content_type is not None
-        if is_image(part.body, part.content_type, is_file=is_file):
+        # An empty part (a file input left empty) carries no image: nothing to protect.
+        if part.body and is_image(part.body, part.content_type, is_file=is_file):
             form = form.with_body(index, tally.protect(protect, part.body))
         elif part.filename is None and part.body[:11].lower() == b"data:image/":
             new, _ = _data_urls(part.body, "text", tally, protect)
@@ -202,7 +203,7 @@ def rewrite_raw(
             "which Sfumato cannot protect on its own",
             "start the upload again",
         )
-    if not is_image(payload, upload.content_type):
+    if not payload or not is_image(payload, upload.content_type):
         return tally.finish(rewrite, report_empty=report_empty)
     lossy = sniff_supported(payload) in ("JPEG", "WEBP")
     exact = len(payload) if policy.exact_length or (keep_size and lossy) else None

@@ -34,6 +34,14 @@ def test_text_fields_that_look_like_other_formats_are_not_images() -> None:
     assert rewrite.body is None and rewrite.outcome == "passed"
 
 
+def test_empty_file_inputs_are_not_images() -> None:
+    body = multipart_body(
+        file_field("upload_file", "", "image/jpeg", b""), form_field("title", b"t")
+    )
+    rewrite = rewrite_upload("multipart", request(body), MustNotProtect())
+    assert rewrite.body is None and rewrite.outcome == "passed"
+
+
 def test_a_real_bmp_file_is_refused() -> None:
     bmp = b"BM" + (70).to_bytes(4, "little") + b"\0" * 4 + (54).to_bytes(4, "little")
     bmp += (40).to_bytes(4, "little") + b"\0" * 52
