@@ -29,10 +29,11 @@ if __package__ in (None, ""):
         sys.path.insert(0, _root)
 
 from mitmproxy import ctx, exceptions, http  # noqa: E402
+from mitmproxy.addonmanager import Loader  # noqa: E402
 
 from proxy import chunked_upload, site_profiles  # noqa: E402
 from proxy.image_protection import ImageProtector  # noqa: E402
-from proxy.outcome import Outcome  # noqa: E402
+from proxy.outcome import Outcome, OutcomeKind  # noqa: E402
 from proxy.refusal import Refusal, refusal_from_engine_error, refusal_response  # noqa: E402
 from proxy.site_profiles import SiteProfile, UploadMatch  # noqa: E402
 from proxy.upload_rewrite import Rewrite, UploadRequest, rewrite_upload  # noqa: E402
@@ -68,7 +69,7 @@ class Sfumato:
 
     # ----------------------------------------------------------------- options
 
-    def load(self, loader) -> None:
+    def load(self, loader: Loader) -> None:
         loader.add_option(
             "sfumato_sites",
             str,
@@ -342,7 +343,9 @@ class Sfumato:
         if rewrite.outcome is not None and match is not None:
             self._report(self._outcome(flow, match, rewrite.outcome, rewrite))
 
-    def _outcome(self, flow: http.HTTPFlow, match: UploadMatch, kind, rewrite: Rewrite) -> Outcome:
+    def _outcome(
+        self, flow: http.HTTPFlow, match: UploadMatch, kind: OutcomeKind, rewrite: Rewrite
+    ) -> Outcome:
         return Outcome(
             site=match.profile.id,
             shape=rewrite.shape or match.shape,
@@ -409,7 +412,13 @@ class Sfumato:
             self.x_uploads.pop(step.media_id)
             raise
 
-    async def _x_step(self, flow, match, upload: UploadRequest, step) -> None:
+    async def _x_step(
+        self,
+        flow: http.HTTPFlow,
+        match: UploadMatch,
+        upload: UploadRequest,
+        step: chunked_upload.Step,
+    ) -> None:
         limit = ctx.options.sfumato_body_limit
         if step.command == "INIT":
             if step.media_type.startswith("image/"):
