@@ -286,6 +286,46 @@ async def test_cara_presigned_s3_put_recomputes_unsigned_md5(sfumato, jpeg) -> N
     )
 
 
+async def test_cara_s3_post_policy_form(sfumato, jpeg) -> None:
+    """Presigned POST: the policy and its signature cover the form fields, not the file."""
+    body = multipart_body(
+        form_field("key", b"uploads/art.jpg"),
+        form_field("Policy", b"eyJleHBpcmF0aW9uIjoi"),
+        form_field("X-Amz-Signature", b"abcdef0123"),
+        file_field("file", "art.jpg", "image/jpeg", jpeg),
+    )
+    flow = await run(
+        sfumato,
+        make_flow(
+            "POST",
+            "https://cara-up.s3.amazonaws.com/",
+            body,
+            content_type=MULTIPART_CT,
+            origin="https://cara.app",
+        ),
+    )
+    parts, original = split_multipart(flow.request.raw_content), split_multipart(body)
+    assert parts[:3] == original[:3]
+    assert_protected(jpeg, parts[3][1])
+    assert sfumato.outcomes[0].shape == "s3" and sfumato.outcomes[0].outcome == "protected"
+
+
+async def test_s3_bookkeeping_requests_pass_untouched(sfumato) -> None:
+    xml = b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber></Part>"
+    flow = await run(
+        sfumato,
+        make_flow(
+            "POST",
+            "https://b.s3.amazonaws.com/k.mp4?uploadId=abc",
+            xml,
+            content_type="application/xml",
+            origin="https://cara.app",
+        ),
+    )
+    assert flow.response is None and flow.request.raw_content == xml
+    assert sfumato.outcomes == []
+
+
 async def test_s3_signed_content_length_keeps_exact_length(sfumato, jpeg) -> None:
     url = (
         "https://b.s3.amazonaws.com/k.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256"
