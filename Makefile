@@ -67,7 +67,8 @@ test-extension: $(VENV)/.installed browser
 	cd extension && npm ci --no-audit --no-fund && npm test
 
 train: $(TRAIN_VENV)/.installed
-	$(TRAIN_VENV)/bin/python -m perturb.training.train --shared $(SHARED)
+	$(TRAIN_VENV)/bin/python -m perturb.training.train --shared $(SHARED) --cache --run runs/main
+	$(TRAIN_VENV)/bin/python -m perturb.training.ship runs/main/model.pt --shared $(SHARED)
 
 bench: $(VENV)/.installed $(TRAIN_VENV)/.installed
 	$(VENV)/bin/python bench/latency.py

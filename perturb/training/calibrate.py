@@ -1,8 +1,9 @@
 """Calibrate the strength presets: `low` / `default` / `high` at median SSIMULACRA2 ≈ 80 / 70 / 60.
 
-For each val image (full size, RGB over grey 128, 8-bit as the product writes it) SSIMULACRA2 is
-measured at a log-spaced grid of strengths; the per-image curves are interpolated (monotone in
-strength), the median curve over images is taken, and each target score is solved on it.
+For each val image (full size, RGB over grey 128, 8-bit as the product writes it) SSIMULACRA2 (the
+`ssimulacra2` package, the scoring reference) is measured at a log-spaced grid of strengths; the
+per-image curves are interpolated (monotone in strength), the median curve over images is taken,
+and each target score is solved on it.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from perturb.training.data import list_images, load_rgb, tensor_to_pil
 from perturb.training.generator import PatternProtector
 
 TARGETS = {"low": 80.0, "default": 70.0, "high": 60.0}
-GRID = (0.35, 0.6, 1.0, 1.6, 2.6)
+GRID = (1.0, 1.7, 2.8, 4.5)
 
 
 def ssimulacra2(a: Image.Image, b: Image.Image) -> float:
+    """The `ssimulacra2` package (the scoring reference), on 8-bit PNG round trips."""
     from ssimulacra2 import compute_ssimulacra2
 
     bufs = []
@@ -46,10 +48,13 @@ def pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def protect_pil(model: PatternProtector, x: torch.Tensor, strength: float) -> Image.Image:
+def protect_tensor(model: PatternProtector, x: torch.Tensor, strength: float) -> torch.Tensor:
     h, w = x.shape[-2:]
-    y = model(pad_to(x, model.cfg.tile)[None], torch.tensor(strength))[0, :, :h, :w]
-    return tensor_to_pil(y)
+    return model(pad_to(x, model.cfg.tile)[None], torch.tensor(strength))[0, :, :h, :w]
+
+
+def protect_pil(model: PatternProtector, x: torch.Tensor, strength: float) -> Image.Image:
+    return tensor_to_pil(protect_tensor(model, x, strength))
 
 
 def curves(model: PatternProtector, images: list[torch.Tensor],
@@ -75,6 +80,12 @@ def solve(scores: np.ndarray, grid: tuple[float, ...], target: float) -> float:
         k = int(np.nonzero(med <= target)[0][0]) - 1
     t = (target - med[k]) / (med[k + 1] - med[k])
     return float(math.exp(logs[k] + t * (logs[k + 1] - logs[k])))
+
+
+def interpolate(scores: np.ndarray, grid: tuple[float, ...], strength: float) -> np.ndarray:
+    """Per-image score at `strength` (linear in log strength between grid points)."""
+    logs = np.log(np.asarray(grid))
+    return np.array([np.interp(math.log(strength), logs, row) for row in scores])
 
 
 def calibrate(model: PatternProtector, images: list[torch.Tensor],

@@ -65,7 +65,10 @@ class PatternProtector(nn.Module):
         k = self.cfg.mask_window
         y = (x * self.luma).sum(1, keepdim=True)
         mu = F.avg_pool2d(y, k, 1, k // 2, count_include_pad=False)
-        var = F.avg_pool2d(y * y, k, 1, k // 2, count_include_pad=False) - mu * mu
+        # mean squared deviation from the local mean: no E[y²] − E[y]² cancellation, so ONNX and
+        # PyTorch agree to float precision even on flat areas
+        d = y - mu
+        var = F.avg_pool2d(d * d, k, 1, k // 2, count_include_pad=False)
         std = torch.sqrt(var.clamp_min(0) + 1e-6)
         m = (std / self.cfg.mask_contrast).clamp(0, 1) ** torch.exp(self.log_gamma)
         m = F.avg_pool2d(m, 5, 1, 2, count_include_pad=False)  # no hard edges in the budget

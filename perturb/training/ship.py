@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from perturb.training.calibrate import TARGETS, calibrate, protect_pil, ssimulacra2
+from perturb.training.calibrate import (
+    GRID,
+    TARGETS,
+    calibrate,
+    interpolate,
+    protect_pil,
+    ssimulacra2,
+)
 from perturb.training.data import list_images, load_rgb, tensor_to_pil
 from perturb.training.export import OPSET, check, load_model, sha256_bytes, to_onnx_bytes
 from perturb.training.generator import PatternProtector, macs_per_pixel
@@ -49,11 +56,9 @@ def card(model_id: str, version: str, onnx_bytes: bytes, model: PatternProtector
     }
 
 
-def visibility_stats(model: PatternProtector, images: list[torch.Tensor],
-                     strength: float) -> dict[str, float]:
-    scores = [ssimulacra2(tensor_to_pil(x), protect_pil(model, x, strength)) for x in images]
+def visibility_stats(scores: list[float] | np.ndarray, how: str) -> dict:
     a = np.asarray(scores)
-    return {"median": round(float(np.median(a)), 2), "min": round(float(a.min()), 2),
+    return {"how": how, "median": round(float(np.median(a)), 2), "min": round(float(a.min()), 2),
             "max": round(float(a.max()), 2), "share_under_60": round(float((a < 60).mean()), 3),
             "images": len(scores)}
 
@@ -61,11 +66,13 @@ def visibility_stats(model: PatternProtector, images: list[torch.Tensor],
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", type=Path)
-    ap.add_argument("--id", required=True)
+    ap.add_argument("--id", default="sfumato-patterns-v1")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--shared", type=Path, default=Path("../shared"))
     ap.add_argument("--out-dir", type=Path, default=Path("onnx_models"))
-    ap.add_argument("--calibration-images", type=int, default=16)
+    ap.add_argument("--calibration-images", type=int, default=10)
+    ap.add_argument("--exact-images", type=int, default=6,
+                    help="images re-measured with the ssimulacra2 package at the default")
     ap.add_argument("--metrics-json", type=Path, action="append", default=[],
                     help="extra measured metrics (JSON objects) merged into the card")
     a = ap.parse_args()
@@ -83,7 +90,15 @@ def main() -> None:
     cal_imgs = [load_rgb(p) for p in cal_paths]
     presets, scores = calibrate(model, cal_imgs)
     print("presets:", presets)
-    vis = {name: visibility_stats(model, cal_imgs, s) for name, s in presets.items()}
+    # default: measured again exactly at its strength; low/high: interpolated from the curves
+    exact = [ssimulacra2(tensor_to_pil(x), protect_pil(model, x, presets["default"]))
+             for x in cal_imgs[: a.exact_images]]
+    vis = {name: visibility_stats(interpolate(scores, GRID, s), "interpolated")
+           for name, s in presets.items()}
+    vis["default"] = visibility_stats(
+        interpolate(scores, GRID, presets["default"]), "interpolated")
+    vis["default_exact"] = visibility_stats(exact, "measured")
+    print("exact at default:", vis["default_exact"])
     print("visibility at presets:", vis)
     train_paths = list_images(a.shared, "train")
     metrics: dict = {
@@ -93,6 +108,8 @@ def main() -> None:
         "macs_per_pixel_estimate": round(macs_per_pixel(model.cfg)),
         "ssimulacra2_at_presets": vis,
         "ssimulacra2_targets": TARGETS,
+        "ssimulacra2_grid": {"strengths": list(GRID),
+                             "median": [round(float(v), 2) for v in np.median(scores, 0)]},
         "training_val_history": state.get("history", [])[-3:],
     }
     for extra in a.metrics_json:
