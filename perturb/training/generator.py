@@ -17,7 +17,6 @@ Only conv / pool / resize / tile ops: exports to ONNX with dynamic H and W.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -110,9 +109,12 @@ class PatternProtector(nn.Module):
 
 
 def macs_per_pixel(cfg: GeneratorConfig) -> float:
-    """Rough multiply-accumulates per full-resolution pixel (the speed budget is ~1000)."""
-    h, k = cfg.hidden, cfg.patterns
-    selector = (4 * h * 9 + h * h * 9 + h * (k + 1)) / 64  # at 1/8 resolution
-    mask = 3 + 2 * 2 + 2 + 1  # luma, two window means (separable cost ignored), std, smoothing
-    mix = 3 * k * 2 + 3 * 3 + k + 1  # weighted sum of patterns, mask, upsampled weights
-    return selector + mask + mix + math.log2(cfg.tile)
+    """Arithmetic per full-resolution pixel, counting every window element of the pools (the
+    speed budget is ~1000). Time on CPU is dominated by memory traffic, not by this count: each
+    full-resolution op streams the whole image (see docs/model.md)."""
+    h, k, w = cfg.hidden, cfg.patterns, cfg.mask_window
+    selector = (4 * h * 9 + h * h * 9 + h * (k + 1) + 3 * 64 + 2 * 9) / 64  # at 1/8 resolution
+    mask = 3 + 2 * w * w + 5 * 5 + 6  # luma, local mean, local deviation, smoothing, pointwise
+    weights = (k + 1) * 4  # bilinear upsampling of K+1 maps
+    mix = 3 * k * 2 + 3 * 3  # weighted sum of the tiled patterns, mask, amplitude, clip
+    return selector + mask + weights + mix

@@ -75,6 +75,8 @@ def main() -> None:
                     help="images re-measured with the ssimulacra2 package at the default")
     ap.add_argument("--metrics-json", type=Path, action="append", default=[],
                     help="extra measured metrics (JSON objects) merged into the card")
+    ap.add_argument("--note", action="append", default=[],
+                    help="a line on how the checkpoint was trained (e.g. earlier stages)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     t0 = time.time()
@@ -121,6 +123,8 @@ def main() -> None:
     cfg = state["config"]
     training = {"config": cfg, "steps": state.get("step"),
                 "code": "perturb/training/train.py", "command": "make train"}
+    if a.note:
+        training["stages"] = a.note
     data = {"corpus": "../shared/data/artworks", "train_images": len(train_paths),
             "val_images": len(val_paths), "calibration_images": len(cal_paths),
             "transparency": "composited over grey 128"}
