@@ -48,6 +48,17 @@ def test_training_steps_change_the_generator(tmp_path: Path) -> None:
     assert np.isfinite(trainer.evaluate()["val_log10_shift_jpeg85"])
 
 
+def test_decoy_term_trains(tmp_path: Path) -> None:
+    cfg = TrainConfig(batch=2, crops=(32,), decoy_weight=0.5,
+                      generator=GeneratorConfig(patterns=2, hidden=4))
+    data = CropSampler(write_images(tmp_path / "train", 1), seed=0)
+    trainer = Trainer(cfg, [random_surrogate()], data, [])
+    assert trainer.decoy is not None and trainer.decoy[0].shape[1] == 32
+    before = trainer.model.patterns.detach().clone()
+    assert np.isfinite(trainer.train_step()["loss"])
+    assert not torch.equal(before, trainer.model.patterns)
+
+
 def test_checkpoint_resume_restores_state(tmp_path: Path) -> None:
     cfg = TrainConfig(batch=1, crops=(32,), generator=GeneratorConfig(patterns=2, hidden=4))
     data = CropSampler(write_images(tmp_path / "train", 1), seed=0)
