@@ -73,9 +73,10 @@ class PatternProtector(nn.Module):
         m = F.avg_pool2d(m, 5, 1, 2, count_include_pad=False)  # no hard edges in the budget
         return self.cfg.mask_floor + (1 - self.cfg.mask_floor) * m
 
-    def weights(self, x: torch.Tensor) -> torch.Tensor:
+    def weights(self, x: torch.Tensor, crop: bool = True) -> torch.Tensor:
         """N×(K+1)×H×W: K softmax weights chosen per 8×8 region from a 1/8 view (colour +
-        contrast), then the amplitude a(x)."""
+        contrast), then the amplitude a(x). `crop=False` skips the crop back to H×W, a no-op
+        (but a copy in ONNX) when H and W are multiples of 8."""
         small = F.avg_pool2d(x, 8, 8, ceil_mode=True)
         y = (small * self.luma).sum(1, keepdim=True)
         contrast = F.avg_pool2d((y - F.avg_pool2d(y, 3, 1, 1, count_include_pad=False)).abs(),
@@ -86,7 +87,7 @@ class PatternProtector(nn.Module):
         amp = torch.sigmoid(logits[:, k:]) if self.cfg.amplitude else torch.ones_like(logits[:, k:])
         w = torch.cat([w, amp], 1)
         w = F.interpolate(w, scale_factor=8.0, mode="bilinear", align_corners=False)
-        return w[..., : x.shape[-2], : x.shape[-1]]
+        return w[..., : x.shape[-2], : x.shape[-1]] if crop else w
 
     def tiled(self, h: int, w: int) -> torch.Tensor:
         """K×3×h×w: the patterns tiled from the origin (anchored: tiling the image is seamless)."""
