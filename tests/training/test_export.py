@@ -41,7 +41,9 @@ def test_graph_signature(exported) -> None:
 
 
 # H and W are multiples of the tile (32), the card's size_multiple: the engine pads to it.
-@pytest.mark.parametrize("shape", [(1, 3, 32, 32), (2, 3, 64, 96), (1, 3, 160, 32), (1, 3, 96, 224)])
+@pytest.mark.parametrize(
+    "shape", [(1, 3, 32, 32), (2, 3, 64, 96), (1, 3, 160, 32), (1, 3, 96, 224)]
+)
 def test_dynamic_shapes_match_pytorch(exported, shape) -> None:
     model, data = exported
     x = np.random.default_rng(1).random(shape, dtype=np.float32)
