@@ -7,6 +7,7 @@ key lets whoever reads it intercept the user's TLS traffic.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 from collections.abc import Iterator
@@ -28,6 +29,14 @@ def default_data_dir() -> Path:
 def resolve_data_dir(value: str | os.PathLike[str] | None) -> Path:
     """The data directory a command should use: the `--data-dir` value or the default."""
     return Path(value).expanduser() if value else default_data_dir()
+
+
+def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """The `--data-dir` option every command that touches the state shares."""
+    parser.add_argument(
+        "--data-dir",
+        help=f"state directory (default: ${DATA_DIR_ENV}, else the platform's user data dir)",
+    )
 
 
 def database_path(data_dir: Path) -> Path:

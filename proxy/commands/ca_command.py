@@ -12,7 +12,7 @@ from proxy.certificate_authority import (
     ca_fingerprint,
     ensure_ca,
 )
-from proxy.data_dir import resolve_data_dir
+from proxy.data_dir import add_data_dir_argument, resolve_data_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print the PEM certificate of the CA Sfumato uses to intercept uploads to "
         "enabled sites (created on first use). Install it in the browser or system trust store.",
     )
-    p.add_argument("--data-dir", help="state directory (default: the platform's user data dir)")
+    add_data_dir_argument(p)
     what = p.add_mutually_exclusive_group()
     what.add_argument("--path", action="store_true", help="print the certificate file's path")
     what.add_argument("--fingerprint", action="store_true", help="print its SHA-256 fingerprint")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from proxy.data_dir import resolve_data_dir
+from proxy.data_dir import add_data_dir_argument, resolve_data_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Check that protection can work: the model loads, the ports are free (or "
         "used by sfumato serve), the CA exists and is trusted, the proxy forwards requests.",
     )
-    p.add_argument("--data-dir", help="state directory (default: the platform's user data dir)")
+    add_data_dir_argument(p)
     p.add_argument("--model", help="model id or .onnx path (default: $SFUMATO_MODEL or shipped)")
     p.add_argument("--proxy-host", help="proxy address (default: the running server's)")
     p.add_argument("--proxy-port", type=int, help="proxy port (default: the running server's)")

@@ -10,7 +10,7 @@ import argparse
 import json
 import time
 
-from proxy.data_dir import database_path, resolve_data_dir
+from proxy.data_dir import add_data_dir_argument, database_path, resolve_data_dir
 from proxy.pairing import CODE_TTL, issue_code
 from proxy.settings_store import NotFound, SettingsStore, StoreUnavailable
 
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print a one-time code (valid a few minutes) that pairs the browser "
         "extension or another client with the control API; or list/revoke paired clients.",
     )
-    p.add_argument("--data-dir", help="state directory (default: the platform's user data dir)")
+    add_data_dir_argument(p)
     p.add_argument("--ttl", type=float, default=CODE_TTL, help="code lifetime in seconds")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--list", action="store_true", help="list paired clients")

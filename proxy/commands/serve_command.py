@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from proxy.data_dir import resolve_data_dir
+from proxy.data_dir import add_data_dir_argument, resolve_data_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "extension uses. Loopback only unless --proxy-host says otherwise (then proxy "
         "authentication is required).",
     )
-    p.add_argument("--data-dir", help="state directory (default: the platform's user data dir)")
+    add_data_dir_argument(p)
     p.add_argument("--proxy-host", default="127.0.0.1", help="proxy listen address")
     p.add_argument("--proxy-port", type=int, default=8080, help="proxy port (default 8080)")
     p.add_argument("--api-host", help="control API listen address (default: --proxy-host)")

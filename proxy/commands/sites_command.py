@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from proxy.data_dir import database_path, resolve_data_dir
+from proxy.data_dir import add_data_dir_argument, database_path, resolve_data_dir
 from proxy.settings_store import (
     Conflict,
     NotFound,
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Show and change which sites' uploads are protected. A running "
         "`sfumato serve` applies changes within a second.",
     )
-    p.add_argument("--data-dir", help="state directory (default: the platform's user data dir)")
+    add_data_dir_argument(p)
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     ls = sub.add_parser("list", help="list sites (the default)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
