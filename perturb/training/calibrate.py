@@ -21,8 +21,10 @@ from PIL import Image
 from perturb.training.data import list_images, load_rgb, tensor_to_pil
 from perturb.training.generator import PatternProtector
 
-TARGETS = {"low": 80.0, "default": 70.0, "high": 60.0}
-GRID = (1.0, 1.7, 2.8, 4.5)
+# "default" sits one point above the 70 line: the product re-encodes JPEG uploads at their own
+# quality, which costs a little visibility that these PNG round trips do not see.
+TARGETS = {"low": 80.0, "default": 71.0, "high": 60.0}
+GRID = (0.15, 0.22, 0.33, 0.5, 0.75, 1.1, 1.7, 2.8, 4.5)  # log-spaced strengths
 
 
 def ssimulacra2(a: Image.Image, b: Image.Image) -> float:

@@ -48,6 +48,12 @@ class Contract(nn.Module):
     def forward(self, image: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
         m, k, t = self.model, self.model.cfg.patterns, self.model.cfg.tile
         n, _, h, w = image.shape
+        if not m.uses_selector:  # one universal pattern, broadcast over the tile grid
+            tile = (strength * m.cfg.eps) * self.tiles[0, 0].reshape(1, 3, 1, t, 1, t)
+            if m.uses_mask:
+                tile = tile * m.mask(image).reshape(n, 1, h // t, t, w // t, t)
+            out = image.reshape(n, 3, h // t, t, w // t, t) + tile
+            return out.reshape(n, 3, h, w).clamp(0, 1)
         wts = m.weights(image, crop=False)
         mix = (wts.reshape(n, k + 1, 1, h // t, t, w // t, t) * self.tiles).sum(1)
         delta = m.cfg.eps * wts[:, k : k + 1] * m.mask(image) * mix.reshape(n, 3, h, w)
@@ -62,10 +68,11 @@ def load_model(path: Path) -> PatternProtector:
     return model.eval()
 
 
-def to_onnx_bytes(model: PatternProtector, sample_hw: tuple[int, int] = (64, 96)) -> bytes:
+def to_onnx_bytes(model: PatternProtector) -> bytes:
     """Serialise with dynamic N, H, W (TorchScript-based exporter: no onnxscript needed)."""
     wrapper = Contract(model).eval()
-    image = torch.rand(1, 3, *sample_hw)
+    t = model.cfg.tile
+    image = torch.rand(1, 3, 2 * t, 3 * t)  # any multiple of the tile; the axes are dynamic
     strength = torch.tensor(1.0)
     buf = io.BytesIO()
     dims = {0: "N", 2: "H", 3: "W"}

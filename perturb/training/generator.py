@@ -59,6 +59,15 @@ class PatternProtector(nn.Module):
         self.log_gamma = nn.Parameter(torch.zeros(()))
         self.register_buffer("luma", torch.tensor(LUMA).view(1, 3, 1, 1))
 
+    @property
+    def uses_selector(self) -> bool:
+        """One pattern at full amplitude needs no per-region weights: the net is skipped."""
+        return self.cfg.patterns > 1 or self.cfg.amplitude
+
+    @property
+    def uses_mask(self) -> bool:
+        return self.cfg.mask_floor < 1.0
+
     def mask(self, x: torch.Tensor) -> torch.Tensor:
         """N×1×H×W in [floor, 1]: local luminance std, normalised, smoothed."""
         k = self.cfg.mask_window
@@ -99,6 +108,9 @@ class PatternProtector(nn.Module):
         """The perturbation at strength 1 (before clipping)."""
         h, w = x.shape[-2], x.shape[-1]
         pats = self.tiled(h, w)
+        if not self.uses_selector:  # a single universal pattern
+            delta = self.cfg.eps * pats[0].expand_as(x)
+            return delta * self.mask(x) if self.uses_mask else delta
         wts = self.weights(x)
         mix = wts[:, :1] * pats[0]  # N×3×H×W; a loop keeps memory at one image, not K images
         for k in range(1, self.cfg.patterns):
@@ -114,8 +126,10 @@ def macs_per_pixel(cfg: GeneratorConfig) -> float:
     speed budget is ~1000). Time on CPU is dominated by memory traffic, not by this count: each
     full-resolution op streams the whole image (see docs/model.md)."""
     h, k, w = cfg.hidden, cfg.patterns, cfg.mask_window
+    mask = 3 + 2 * w * w + 5 * 5 + 6 if cfg.mask_floor < 1 else 0  # luma, mean, deviation, smooth
+    if k == 1 and not cfg.amplitude:  # one universal pattern: scale, add, clip
+        return mask + 3 * 3
     selector = (4 * h * 9 + h * h * 9 + h * (k + 1) + 3 * 64 + 2 * 9) / 64  # at 1/8 resolution
-    mask = 3 + 2 * w * w + 5 * 5 + 6  # luma, local mean, local deviation, smoothing, pointwise
     weights = (k + 1) * 4  # bilinear upsampling of K+1 maps
     mix = 3 * k * 2 + 3 * 3  # weighted sum of the tiled patterns, mask, amplitude, clip
     return selector + mask + weights + mix

@@ -30,7 +30,14 @@ from perturb.training.export import OPSET, check, load_model, sha256_bytes, to_o
 from perturb.training.generator import PatternProtector, macs_per_pixel
 from perturb.training.surrogates import TAEF2_FILES, sha256_file
 
-TILE = {"mode": "tile", "tile": 1024, "overlap": 64}
+
+
+def large_images(model: PatternProtector) -> dict:
+    """How the engine should cut big images: a model that looks at the image (mask, selector)
+    needs overlapping tiles to blend; a lone universal pattern is context-free, so tiles (on
+    multiples of the pattern) join exactly without overlap."""
+    context_free = not (model.uses_mask or model.uses_selector)
+    return {"mode": "tile", "tile": 1024, "overlap": 0 if context_free else 64}
 
 
 def card(model_id: str, version: str, onnx_bytes: bytes, model: PatternProtector,
@@ -45,7 +52,7 @@ def card(model_id: str, version: str, onnx_bytes: bytes, model: PatternProtector
             "inputs": {"image": "float32 [N,3,H,W] sRGB in [0,1]", "strength": "float32 scalar"},
             "outputs": {"protected": "float32 [N,3,H,W] in [0,1]"},
             "size_multiple": model.cfg.tile,
-            "large_images": TILE,
+            "large_images": large_images(model),
             "opset": OPSET,
         },
         "presets": presets,
@@ -70,7 +77,7 @@ def main() -> None:
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--shared", type=Path, default=Path("../shared"))
     ap.add_argument("--out-dir", type=Path, default=Path("onnx_models"))
-    ap.add_argument("--calibration-images", type=int, default=10)
+    ap.add_argument("--calibration-images", type=int, default=65, help="val images (all: 65)")
     ap.add_argument("--exact-images", type=int, default=6,
                     help="images re-measured with the ssimulacra2 package at the default")
     ap.add_argument("--metrics-json", type=Path, action="append", default=[],

@@ -29,7 +29,7 @@ def test_solve_uses_the_median_over_images() -> None:
 
 
 def test_interpolate_hits_grid_points() -> None:
-    scores = np.array([[90.0, 70.0, 40.0, 10.0]])
+    scores = np.linspace(95.0, 10.0, len(GRID))[None]
     for s, v in zip(GRID, scores[0], strict=True):
         assert math.isclose(interpolate(scores, GRID, s)[0], v)
 

@@ -80,3 +80,30 @@ def test_check_rejects_a_mismatching_model(exported) -> None:
 
 def test_compute_budget() -> None:
     assert macs_per_pixel(GeneratorConfig()) < 1000
+
+
+@pytest.mark.parametrize("mask_floor", [1.0, 0.4])
+def test_single_pattern_exports_without_the_selector(mask_floor) -> None:
+    """One pattern at full amplitude skips the selector net (and, with floor 1, the mask): the
+    graph is a broadcast add, and it still matches PyTorch, on a tile of 64 as well."""
+    torch.manual_seed(3)
+    cfg = GeneratorConfig(patterns=1, amplitude=False, mask_floor=mask_floor, tile=64)
+    model = PatternProtector(cfg).eval()
+    data = to_onnx_bytes(model)
+    ops = {n.op_type for n in onnx.load_from_string(data).graph.node}
+    assert "Conv" not in ops and "Softmax" not in ops
+    assert ("AveragePool" in ops) == (mask_floor < 1)
+    x = np.random.default_rng(4).random((2, 3, 128, 192), dtype=np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x), torch.tensor(0.7)).numpy()
+    assert np.abs(run(data, x, 0.7) - ref).max() <= 1e-4
+    # context-free without the mask: every tile-aligned block gets the same perturbation
+    if mask_floor == 1.0:
+        flat = np.full((1, 3, 128, 128), 0.5, np.float32)
+        d = run(data, flat, 1.0) - flat
+        assert np.allclose(d[..., :64, :64], d[..., 64:, 64:], atol=1e-6)
+        assert np.abs(d).max() > 0.01
+
+
+def test_single_pattern_costs_almost_nothing() -> None:
+    assert macs_per_pixel(GeneratorConfig(patterns=1, amplitude=False, mask_floor=1.0)) < 20
