@@ -31,7 +31,6 @@ from perturb.training.generator import PatternProtector, macs_per_pixel
 from perturb.training.surrogates import TAEF2_FILES, sha256_file
 
 
-
 def large_images(model: PatternProtector) -> dict:
     """How the engine should cut big images: a model that looks at the image (mask, selector)
     needs overlapping tiles to blend; a lone universal pattern is context-free, so tiles (on
