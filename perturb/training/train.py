@@ -22,7 +22,7 @@ from perturb.training.data import CropSampler, list_images, load_rgb
 from perturb.training.generator import GeneratorConfig, PatternProtector
 from perturb.training.losses import decoy_loss, normalised_shift, shift_loss
 from perturb.training.surrogates import Surrogate, load_surrogate
-from perturb.training.transforms import Transform, quantize_st, sample_transform
+from perturb.training.transforms import MIXTURE, Transform, quantize_st, sample_transform
 from perturb.training.visibility import ssimulacra2
 
 
@@ -38,6 +38,8 @@ class TrainConfig:
     crops: tuple[int, ...] = (96, 128)  # multiples of the tile
     lr_patterns: float = 0.03
     lr_net: float = 1e-2
+    # probability of identity / jpeg / resize-jpeg / noise-jpeg in the expectation over transforms
+    transform_mix: tuple[float, ...] = tuple(p for _, p in MIXTURE)
     decoy_weight: float = 0.0  # > 0 adds the targeted decoy term
     visibility_target: float = 70.0  # SSIMULACRA 2 of each crop the budget is held at (0 = off)
     visibility_weight: float = 0.3  # hinge weight per point the batch mean is below the target
@@ -104,7 +106,8 @@ class Trainer:
         cfg = self.cfg
         size = self.rng.choice(cfg.crops)
         x = self.data.batch(cfg.batch, size)
-        t = sample_transform(self.rng)
+        names = tuple(n for n, _ in MIXTURE)
+        t = sample_transform(self.rng, mixture=tuple(zip(names, cfg.transform_mix, strict=True)))
         x_adv = self.model(x, 1.0)
         loss = x.new_zeros(())
         logs: dict[str, float] = {}

@@ -86,9 +86,10 @@ class Transform:
 MIXTURE = (("identity", 0.15), ("jpeg", 0.35), ("resize-jpeg", 0.30), ("noise-jpeg", 0.20))
 
 
-def sample_transform(rng: random.Random, shift_prob: float = 0.5) -> Transform:
-    r, name = rng.random(), MIXTURE[-1][0]
-    for n, p in MIXTURE:
+def sample_transform(rng: random.Random, shift_prob: float = 0.5,
+                     mixture: tuple[tuple[str, float], ...] = MIXTURE) -> Transform:
+    r, name = rng.random() * sum(p for _, p in mixture), mixture[-1][0]
+    for n, p in mixture:
         if r < p:
             name = n
             break

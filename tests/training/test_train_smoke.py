@@ -103,3 +103,13 @@ def test_transforms_keep_shape_rules_and_pass_gradients() -> None:
     smooth = smooth + 0.1 * torch.rand(1, 3, 64, 64)
     jpeg = Transform("jpeg", quality=75)(smooth)
     assert 0 < float((jpeg - smooth).abs().mean()) < 0.05  # the real codec ran, and is lossy
+
+
+def test_transform_mixture_weights_pick_the_transforms() -> None:
+    rng = random.Random(2)
+    only_resize = (("identity", 0.0), ("jpeg", 0.0), ("resize-jpeg", 1.0), ("noise-jpeg", 0.0))
+    assert {sample_transform(rng, mixture=only_resize).name for _ in range(50)} == {"resize-jpeg"}
+    # weights need not sum to 1: they are relative
+    halves = (("identity", 2.0), ("jpeg", 2.0), ("resize-jpeg", 0.0), ("noise-jpeg", 0.0))
+    names = [sample_transform(rng, mixture=halves).name for _ in range(400)]
+    assert set(names) == {"identity", "jpeg"} and 120 < names.count("jpeg") < 280
