@@ -25,7 +25,7 @@ import numpy as np
 from perturb.errors import InvalidStrength, ModelUnavailable, ProtectTimeout
 
 # The shipped model's id; set (one line) when the trained model lands in onnx_models/.
-DEFAULT_MODEL: str | None = "sfumato-patterns-v1"
+DEFAULT_MODEL: str | None = "sfumato-pattern-v2"
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "onnx_models"
 PRESET_NAMES = ("low", "default", "high")

@@ -1,6 +1,6 @@
 """Ship a checkpoint: checked ONNX export, preset calibration and model card in onnx_models/.
 
-    python -m perturb.training.ship runs/main/model.pt --id sfumato-patterns-v1 --shared ../shared
+    python -m perturb.training.ship runs/main/model.pt --id sfumato-pattern-v2 --shared ../shared
 
 Writes `onnx_models/<id>.onnx` and `onnx_models/<id>.json` (the card of docs/architecture.md). The
 card's metrics are measured here on `val/`; the reported efficacy numbers come from
@@ -72,7 +72,7 @@ def visibility_stats(scores: list[float] | np.ndarray, how: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", type=Path)
-    ap.add_argument("--id", default="sfumato-patterns-v1")
+    ap.add_argument("--id", default="sfumato-pattern-v2")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--shared", type=Path, default=Path("../shared"))
     ap.add_argument("--out-dir", type=Path, default=Path("onnx_models"))
