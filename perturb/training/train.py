@@ -39,7 +39,7 @@ class TrainConfig:
     lr_patterns: float = 0.03
     lr_net: float = 1e-2
     # probability of identity / jpeg / resize-jpeg / noise-jpeg in the expectation over transforms
-    transform_mix: tuple[float, ...] = (0.1, 0.3, 0.4, 0.2)
+    transform_mix: tuple[float, ...] = tuple(p for _, p in MIXTURE)
     decoy_weight: float = 0.0  # > 0 adds the targeted decoy term
     visibility_target: float = 70.0  # SSIMULACRA 2 of each crop the budget is held at (0 = off)
     visibility_weight: float = 0.3  # hinge weight per point the batch mean is below the target
@@ -78,6 +78,8 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.rng = random.Random(cfg.seed)
+        names = (n for n, _ in MIXTURE)
+        self.mixture = tuple(zip(names, cfg.transform_mix, strict=True))
         self.history: list[dict] = []
         self.decoy = None
         if cfg.decoy_weight > 0:
@@ -109,8 +111,7 @@ class Trainer:
         cfg = self.cfg
         size = self.rng.choice(cfg.crops)
         x = self.data.batch(cfg.batch, size)
-        names = tuple(n for n, _ in MIXTURE)
-        t = sample_transform(self.rng, mixture=tuple(zip(names, cfg.transform_mix, strict=True)))
+        t = sample_transform(self.rng, mixture=self.mixture)
         x_adv = self.model(x, 1.0)
         loss = x.new_zeros(())
         logs: dict[str, float] = {}

@@ -83,7 +83,7 @@ class Transform:
 
 
 # (name, probability) of the training mixture; parameters are drawn around the scoring transforms.
-MIXTURE = (("identity", 0.15), ("jpeg", 0.35), ("resize-jpeg", 0.30), ("noise-jpeg", 0.20))
+MIXTURE = (("identity", 0.10), ("jpeg", 0.30), ("resize-jpeg", 0.40), ("noise-jpeg", 0.20))
 
 
 def sample_transform(rng: random.Random, shift_prob: float = 0.5,
