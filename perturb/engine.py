@@ -64,14 +64,23 @@ class Protected:
 
 @dataclass
 class _Stats:
-    """Sum of squared errors per peak value, for PSNR over all frames and channels."""
+    """Sum of squared errors per peak value, for PSNR over all frames and channels, of the change
+    as seen: weighted by alpha where there is one (a transparent pixel's colour does not show)."""
 
     sse: float = 0.0
     count: int = 0
+    coverage: float = 1.0  # lowest visible share of a frame (alpha-weighted), for the report
+    factor: float = 1.0  # the strength factor that share earned (Model.coverage)
 
-    def add(self, before: np.ndarray, after: np.ndarray, peak: float) -> None:
+    def add(
+        self, before: np.ndarray, after: np.ndarray, peak: float, alpha: np.ndarray | None = None
+    ) -> None:
         for y in range(0, before.shape[0], 256):  # chunked: no whole-image float copy
-            d = np.subtract(after[y : y + 256], before[y : y + 256], dtype=np.float32).ravel()
+            d = np.subtract(after[y : y + 256], before[y : y + 256], dtype=np.float32)
+            if alpha is not None:
+                a = alpha[y : y + 256].astype(np.float32) / np.float32(np.iinfo(alpha.dtype).max)
+                d *= a.reshape(a.shape[0], a.shape[1], 1) if d.ndim == 3 else a
+            d = d.ravel()
             self.sse += float(np.dot(d, d)) / (peak * peak)
             self.count += d.size
 
@@ -217,6 +226,11 @@ def _protect_opened(
     timings["total"] = time.perf_counter() - started
     timings["model"] = take_model_seconds()  # the part of "infer" spent inside onnxruntime
     notes = []
+    if strength > 0 and stats.factor > 1:
+        notes.append(
+            f"{1 - stats.coverage:.0%} of the canvas is transparent, where no perturbation "
+            f"shows: the visible part carries the image's budget (strength ×{stats.factor:.2f})"
+        )
     if strength > 0 and stats.psnr == math.inf:
         notes.append(
             "no pixel changed: the image's palette (or flat, clipped colours) cannot hold a "
@@ -254,11 +268,13 @@ def _perturb_png16(
     pixels = frame.pixels16
     assert pixels is not None
     colour = pixels[..., :3]
+    if pixels.shape[2] == 4:
+        strength = _visible_strength(model, strength, pixels[..., 3], 65535.0, stats)
     out = model.perturb(colour, strength, deadline=deadline)
     if trns and len(trns) == 6 and pixels.shape[2] == 3:
         key = tuple(int(v) for v in np.frombuffer(trns, dtype=">u2"))
         _keep_colour_key(colour, out, key, 65535.0)
-    stats.add(colour, out, 65535.0)
+    stats.add(colour, out, 65535.0, pixels[..., 3] if pixels.shape[2] == 4 else None)
     if pixels.shape[2] == 4:
         out = np.concatenate([out, pixels[..., 3:]], axis=2)  # alpha copied exactly
     frame.pixels16 = out
@@ -290,12 +306,15 @@ def _perturb_frame(
             arr = arr[..., None]
         colour = 1 if mode in ("L", "LA") else 3
         pixels = arr[..., :colour]
+        if arr.shape[2] > colour:
+            strength = _visible_strength(model, strength, arr[..., colour], 255.0, stats)
         out = _perturb_pixels(pixels, model, strength, deadline, stats, info, mode)
         # alpha copied exactly: only colour is perturbed
         result = out if colour == arr.shape[2] else np.concatenate([out, arr[..., colour:]], 2)
         if fmt == "GIF" and mode == "RGBA":
             result = _snap_to_own_colours(arr, result)
-        stats.add(arr[..., :colour], result[..., :colour], 255.0)
+        alpha = arr[..., colour] if arr.shape[2] > colour else None
+        stats.add(arr[..., :colour], result[..., :colour], 255.0, alpha)
         del arr, pixels
         image = Image.fromarray(result[..., 0] if result.shape[2] == 1 else result, mode)
     elif mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -317,6 +336,18 @@ def _perturb_frame(
         raise UnsupportedImage(f"{fmt} images in colour mode {mode} are not supported")
     image.info = info
     return image
+
+
+def _visible_strength(
+    model: Model, strength: float, alpha: np.ndarray, peak: float, stats: _Stats
+) -> float:
+    """The strength for a frame with transparency: scaled up by the model's coverage rule,
+    because composited transparent pixels show none of the perturbation."""
+    coverage = float(alpha.sum(dtype=np.float64)) / (alpha.size * peak)
+    factor = model.coverage.factor(coverage)
+    if factor > stats.factor:
+        stats.coverage, stats.factor = coverage, factor
+    return strength * factor
 
 
 def _perturb_pixels(
@@ -368,6 +399,8 @@ def _perturb_palette(
         alpha[: len(transparency)] = np.frombuffer(bytes(transparency)[: len(alpha)], np.uint8)
     safe = np.minimum(index, palette.shape[0] - 1)
     rgb = palette[safe]
+    if transparency is not None:
+        strength = _visible_strength(model, strength, alpha[safe], 255.0, stats)
     out = model.perturb(rgb, strength, deadline=deadline)
     opaque = np.flatnonzero(alpha == 255)
     new_index = index.copy()
@@ -376,7 +409,7 @@ def _perturb_palette(
         if changed.any():
             best = _nearest(out[changed], palette[opaque])
             new_index[changed] = opaque[best].astype(index.dtype)
-    stats.add(rgb, palette[np.minimum(new_index, palette.shape[0] - 1)], 255.0)
+    stats.add(rgb, palette[np.minimum(new_index, palette.shape[0] - 1)], 255.0, alpha[safe])
     result = Image.fromarray(new_index.astype(np.uint8), "P")
     result.putpalette(raw_palette, "RGB")
     return result

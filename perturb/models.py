@@ -81,6 +81,26 @@ class LargeImages:
     max_side: int = 1024
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """How strength follows the visible share of a transparent image (the card's `coverage`).
+
+    Transparent pixels show none of the perturbation once the image is composited, so the visible
+    part carries the whole image's visibility budget: strength × coverage^−exponent, at most
+    `max_factor` times. Calibrated with the presets; exponent 0 turns it off.
+    """
+
+    exponent: float = 0.0
+    max_factor: float = 1.0
+
+    def factor(self, coverage: float) -> float:
+        if not 0 < coverage < 1 or self.exponent == 0:
+            return 1.0
+        # in logs: a tiny coverage must not overflow before the cap applies
+        return min(self.max_factor, math.exp(min(math.log(self.max_factor),
+                                                 -self.exponent * math.log(coverage))))
+
+
 @dataclass
 class Model:
     """A loaded model: its card, and the onnxruntime session (shared, thread-safe `run`)."""
@@ -93,6 +113,7 @@ class Model:
     large_images: LargeImages
     presets: dict[str, float]
     session: Any = field(repr=False)
+    coverage: Coverage = field(default_factory=lambda: Coverage())
 
     def resolve_strength(self, strength: str | float | int) -> float:
         """Map a preset name through the card's presets; validate numbers."""
@@ -401,8 +422,12 @@ def _load(path: Path) -> Model:
             max_side=int(li.get("max_side", 1024)),
         )
         presets = {k: float(v) for k, v in (card.get("presets") or {}).items()}
+        cov = card.get("coverage") or {}
+        coverage = Coverage(float(cov.get("exponent", 0.0)), float(cov.get("max_factor", 1.0)))
     except (TypeError, ValueError, AttributeError) as exc:
         raise ModelUnavailable(f"model card {card_path} has an invalid contract: {exc}") from None
+    if not (0 <= coverage.exponent <= 2 and 1 <= coverage.max_factor <= 10):
+        raise ModelUnavailable(f"model card {card_path} has an invalid coverage: {cov}")
     if size_multiple < 1 or large.mode not in ("tile", "working_resolution") or large.tile < 16:
         raise ModelUnavailable(f"model card {card_path} has an invalid contract: {contract}")
     presets = {"low": 0.5, "default": 1.0, "high": 1.6} | presets
@@ -416,6 +441,7 @@ def _load(path: Path) -> Model:
         large_images=large,
         presets=presets,
         session=session,
+        coverage=coverage,
     )
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from perturb import ModelUnavailable, load_model, models, protect
@@ -176,3 +178,60 @@ def test_strength_scales_the_perturbation(tiny_model: str) -> None:
     low = protect(data, model=tiny_model, strength="low").report.psnr
     high = protect(data, model=tiny_model, strength="high").report.psnr
     assert low > high
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    exponent=st.floats(0, 2), max_factor=st.floats(1, 10),
+    a=st.floats(0, 1), b=st.floats(0, 1),
+)
+def test_coverage_factor_is_bounded_and_falls_as_more_is_visible(
+    exponent: float, max_factor: float, a: float, b: float
+) -> None:
+    rule = models.Coverage(exponent, max_factor)
+    lo, hi = sorted((a, b))
+    assert 1.0 <= rule.factor(hi) <= rule.factor(lo) or lo == 0.0
+    assert rule.factor(lo) <= max_factor
+    assert rule.factor(1.0) == 1.0 and rule.factor(0.0) == 1.0  # opaque; nothing visible
+
+
+def _half_transparent(opaque: bool) -> bytes:
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., :3] = 128
+    rgba[..., 3] = 255
+    if not opaque:
+        rgba[:, 32:, 3] = 0  # right half transparent: 50 % coverage
+    return samples.encode(Image.fromarray(rgba, "RGBA"), "PNG")
+
+
+def test_transparent_images_carry_the_budget_on_their_visible_part(model_dir: Path) -> None:
+    path = build_tiny_model(model_dir, model_id="tiny-coverage",
+                            coverage={"exponent": 1.0, "max_factor": 1.5})
+    deltas = {}
+    for opaque in (True, False):
+        data = _half_transparent(opaque)
+        out = protect(data, model=str(path), strength=1.0)
+        diff = np.abs(pixels(out.data)[:, :32, :3].astype(int) - 128)
+        deltas[opaque] = diff.max()
+        alpha_same = np.array_equal(pixels(out.data)[..., 3], pixels(data)[..., 3])
+        assert alpha_same
+    # checkerboard of 4/255 at strength 1 → 4 levels; half visible → ×min(1.5, 0.5⁻¹) = 6
+    assert (deltas[True], deltas[False]) == (4, 6)
+    note = protect(_half_transparent(False), model=str(path)).report.notes
+    assert any("50% of the canvas is transparent" in n and "×1.50" in n for n in note)
+
+
+def test_cards_without_a_coverage_rule_do_not_scale(tiny_model: str) -> None:
+    out = protect(_half_transparent(False), model=tiny_model, strength=1.0)
+    assert np.abs(pixels(out.data)[:, :32, :3].astype(int) - 128).max() == 4
+    assert not any("transparent" in n for n in out.report.notes)
+    # PSNR is of the change as seen: the transparent half's changed colour does not count
+    opaque = protect(_half_transparent(True), model=tiny_model, strength=1.0)
+    assert out.report.psnr == pytest.approx(opaque.report.psnr + 10 * np.log10(2), abs=1e-6)
+
+
+def test_an_invalid_coverage_rule_is_refused(model_dir: Path) -> None:
+    path = build_tiny_model(model_dir, model_id="tiny-bad-coverage",
+                            coverage={"exponent": -1.0, "max_factor": 2.0})
+    with pytest.raises(ModelUnavailable, match="coverage"):
+        load_model(str(path))

@@ -101,10 +101,12 @@ def build_tiny_model(
     large_images: dict[str, Any] | None = None,
     amplitude: float = 4 / 255,
     fail: bool = False,
+    coverage: dict[str, float] | None = None,
 ) -> Path:
     """Write `<model_id>.onnx` and its model card `<model_id>.json` into `directory`.
 
-    Returns the path of the .onnx. `large_images` defaults to tiles of 1024 with 64 px overlap.
+    Returns the path of the .onnx. `large_images` defaults to tiles of 1024 with 64 px overlap;
+    `coverage` is the card's rule for transparent images (absent: strength is not scaled).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -130,6 +132,7 @@ def build_tiny_model(
             "large_images": dict(large_images or DEFAULT_LARGE_IMAGES),
         },
         "presets": dict(PRESETS),
+        **({"coverage": coverage} if coverage is not None else {}),
         "training": {"note": "test fixture: fixed checkerboard, not trained"},
         "data": {},
         "surrogates": [],
