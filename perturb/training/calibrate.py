@@ -1,124 +1,186 @@
 """Calibrate the strength presets: `low` / `default` / `high` at median SSIMULACRA2 ≈ 80 / 70 / 60.
 
-For each val image (full size, RGB over grey 128, 8-bit as the product writes it) SSIMULACRA2 (the
-`ssimulacra2` package, the scoring reference) is measured at a log-spaced grid of strengths; the
-per-image curves are interpolated (monotone in strength), the median curve over images is taken,
-and each target score is solved on it.
+Through the product path: the shipped ONNX perturbs each val image's stored colour (full size,
+transparent pixels included, alpha untouched), and SSIMULACRA2 compares both sides composited over
+grey 128, as `bench/efficacy.py` scores them. SSIMULACRA2 is measured per image at a log-spaced
+grid of strengths; the per-image curves are interpolated (linear in log strength).
+
+Transparent pixels show none of the perturbation, so at one strength a sprite on a transparent
+canvas is far less visible than an opaque painting. The card's coverage rule (strength ×
+coverage^−exponent, capped) gives the visible part the whole image's budget; its exponent is fitted
+here so that images with and without transparency reach the same median score at `default`.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from perturb.training.data import list_images, load_rgb, tensor_to_pil
-from perturb.training.generator import PatternProtector
+from perturb.models import Coverage
 
+GREY = 128
 # "default" sits one point above the 70 line: the product re-encodes JPEG uploads at their own
 # quality, which costs a little visibility that these PNG round trips do not see.
 TARGETS = {"low": 80.0, "default": 71.0, "high": 60.0}
 GRID = (0.15, 0.22, 0.33, 0.5, 0.75, 1.1, 1.7, 2.8, 4.5)  # log-spaced strengths
+EXPONENTS = tuple(round(0.05 * i, 2) for i in range(31))  # 0 … 1.5
+MAX_FACTOR = 2.0  # a sprite's figure never gets more than twice an opaque image's strength
+
+Perturb = Callable[[np.ndarray, float], np.ndarray]  # H×W×3 uint8, strength → H×W×3 uint8
 
 
-def ssimulacra2(a: Image.Image, b: Image.Image) -> float:
-    """The `ssimulacra2` package (the scoring reference), on 8-bit PNG round trips."""
-    from ssimulacra2 import compute_ssimulacra2
+@dataclass
+class Sample:
+    """One val image as stored: colour (also under transparent pixels) and alpha in [0, 1]."""
 
-    bufs = []
-    for im in (a, b):
-        buf = io.BytesIO()
-        im.save(buf, "PNG")
-        buf.seek(0)
-        bufs.append(buf)
-    return float(compute_ssimulacra2(*bufs))
+    name: str
+    rgb: np.ndarray
+    alpha: np.ndarray | None  # H×W×1; None for opaque images
 
+    @property
+    def coverage(self) -> float:
+        return 1.0 if self.alpha is None else float(self.alpha.mean())
 
-def pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Reflect-pad H and W up to a multiple (what the engine does), cropped back by the caller."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = torch.nn.functional.pad(x[None], (0, pw, 0, ph), mode="reflect")[0]
-    return x
+    def composite(self, rgb: np.ndarray) -> np.ndarray:
+        """`rgb` with this image's alpha over grey 128, 8-bit (EVALUATION.md honesty rule)."""
+        if self.alpha is None:
+            return rgb
+        out = rgb * self.alpha + GREY * (1 - self.alpha)
+        return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-@torch.no_grad()
-def protect_tensor(model: PatternProtector, x: torch.Tensor, strength: float) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    return model(pad_to(x, model.cfg.tile)[None], torch.tensor(strength))[0, :, :h, :w]
+def load_sample(path: Path) -> Sample:
+    with Image.open(path) as im:
+        has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+        rgba = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+    if not has_alpha or rgba[..., 3].min() == 255:
+        return Sample(path.name, np.ascontiguousarray(rgba[..., :3]), None)
+    alpha = rgba[..., 3:].astype(np.float64) / 255.0
+    return Sample(path.name, np.ascontiguousarray(rgba[..., :3]), alpha)
 
 
-def protect_pil(model: PatternProtector, x: torch.Tensor, strength: float) -> Image.Image:
-    return tensor_to_pil(protect_tensor(model, x, strength))
+def coverage_factor(coverage: float, exponent: float, max_factor: float = MAX_FACTOR) -> float:
+    """The engine's own rule, with a candidate exponent."""
+    return Coverage(exponent, max_factor).factor(coverage)
 
 
-def curves(model: PatternProtector, images: list[torch.Tensor],
-           grid: tuple[float, ...] = GRID) -> np.ndarray:
-    """SSIMULACRA2 per image (rows) per strength (columns)."""
-    out = np.zeros((len(images), len(grid)))
-    for i, x in enumerate(images):
-        ref = tensor_to_pil(x)
-        for j, s in enumerate(grid):
-            out[i, j] = ssimulacra2(ref, protect_pil(model, x, s))
+def curves(perturb: Perturb, samples: Sequence[Sample], grid: Sequence[float] = GRID,
+           progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """SSIMULACRA2 per image (rows) per raw strength (columns), composited over grey."""
+    from perturb.training.evaluate import Ssimulacra2Reference
+
+    out = np.zeros((len(samples), len(grid)))
+    for i, s in enumerate(samples):
+        ref = Ssimulacra2Reference(s.composite(s.rgb))
+        for j, strength in enumerate(grid):
+            out[i, j] = ref.score(s.composite(perturb(s.rgb, strength)))
+        if progress:
+            progress(i + 1)
     return out
 
 
-def solve(scores: np.ndarray, grid: tuple[float, ...], target: float) -> float:
-    """Strength at which the median (over images) score crosses `target` (log-linear interp)."""
-    med = np.median(scores, axis=0)  # decreasing in strength
+def interpolate(scores: np.ndarray, grid: Sequence[float], strength: float,
+                factors: Sequence[float] | None = None) -> np.ndarray:
+    """Per-image score at `strength` × that image's factor (linear in log strength)."""
     logs = np.log(np.asarray(grid))
-    if target >= med[0]:
-        k = 0
-    elif target <= med[-1]:
-        k = len(grid) - 2
-    else:
-        k = int(np.nonzero(med <= target)[0][0]) - 1
-    t = (target - med[k]) / (med[k + 1] - med[k])
-    return float(math.exp(logs[k] + t * (logs[k + 1] - logs[k])))
+    factors = np.ones(len(scores)) if factors is None else np.asarray(factors)
+    return np.array([np.interp(math.log(strength * f), logs, row)
+                     for row, f in zip(scores, factors, strict=True)])
 
 
-def interpolate(scores: np.ndarray, grid: tuple[float, ...], strength: float) -> np.ndarray:
-    """Per-image score at `strength` (linear in log strength between grid points)."""
-    logs = np.log(np.asarray(grid))
-    return np.array([np.interp(math.log(strength), logs, row) for row in scores])
+def solve(scores: np.ndarray, grid: Sequence[float], target: float,
+          factors: Sequence[float] | None = None) -> float:
+    """Strength at which the median (over images) score crosses `target` (bisection in log s;
+    the median of curves falling in strength falls too). Clamped to the grid's range."""
+    def med(log_s: float) -> float:
+        return float(np.median(interpolate(scores, grid, math.exp(log_s), factors)))
+
+    lo, hi = math.log(grid[0]), math.log(grid[-1])
+    if med(lo) <= target:
+        return grid[0]
+    if med(hi) >= target:
+        return grid[-1]
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if med(mid) > target else (lo, mid)
+    return math.exp(0.5 * (lo + hi))
 
 
-def calibrate(model: PatternProtector, images: list[torch.Tensor],
-              grid: tuple[float, ...] = GRID) -> tuple[dict[str, float], np.ndarray]:
-    scores = curves(model, images, grid)
-    return {k: round(solve(scores, grid, v), 3) for k, v in TARGETS.items()}, scores
+def fit_exponent(scores: np.ndarray, coverages: Sequence[float], grid: Sequence[float] = GRID,
+                 target: float = TARGETS["default"], max_factor: float = MAX_FACTOR) -> float:
+    """The coverage exponent that brings transparent images' median score at `default` to the
+    opaque images' median (0 when the set has only one kind)."""
+    cov = np.asarray(coverages)
+    partial = cov < 1
+    if partial.all() or not partial.any():
+        return 0.0
+    best, best_gap = 0.0, math.inf
+    for e in EXPONENTS:
+        factors = [coverage_factor(c, e, max_factor) for c in cov]
+        s = solve(scores, grid, target, factors)
+        at = interpolate(scores, grid, s, factors)
+        gap = abs(float(np.median(at[partial])) - float(np.median(at[~partial])))
+        if gap < best_gap - 1e-9:
+            best, best_gap = e, gap
+    return best
+
+
+@dataclass
+class Calibration:
+    presets: dict[str, float]
+    exponent: float
+    max_factor: float
+    scores: np.ndarray  # per image per raw grid strength
+    coverages: list[float]
+
+    @property
+    def factors(self) -> list[float]:
+        return [coverage_factor(c, self.exponent, self.max_factor) for c in self.coverages]
+
+    def at(self, strength: float) -> np.ndarray:
+        """Per-image score at a nominal strength (coverage rule applied)."""
+        return interpolate(self.scores, GRID, strength, self.factors)
+
+
+def calibrate(perturb: Perturb, samples: Sequence[Sample], grid: Sequence[float] = GRID,
+              max_factor: float = MAX_FACTOR,
+              progress: Callable[[int], None] | None = None) -> Calibration:
+    scores = curves(perturb, samples, grid, progress)
+    coverages = [s.coverage for s in samples]
+    exponent = fit_exponent(scores, coverages, grid, TARGETS["default"], max_factor)
+    factors = [coverage_factor(c, exponent, max_factor) for c in coverages]
+    presets = {k: round(solve(scores, grid, v, factors), 3) for k, v in TARGETS.items()}
+    return Calibration(presets, exponent, max_factor, scores, coverages)
 
 
 def main() -> None:
-    from perturb.training.export import load_model
+    """Calibrate an exported model (.onnx with its card) and print the presets and the rule."""
+    from perturb.models import load_model
+    from perturb.training.data import list_images
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("onnx", type=Path, help="an exported model: <id>.onnx next to <id>.json")
     ap.add_argument("--shared", type=Path, default=Path("../shared"))
-    ap.add_argument("--images", type=int, default=24, help="val images used (evenly spaced)")
-    ap.add_argument("--max-side", type=int, default=0, help="0 = full size")
-    ap.add_argument("--out", type=Path, help="write presets and curves as JSON")
+    ap.add_argument("--images", type=int, default=65, help="val images used (evenly spaced)")
+    ap.add_argument("--out", type=Path, help="write presets, rule and curves as JSON")
     a = ap.parse_args()
-    torch.set_num_threads(2)
-    model = load_model(a.checkpoint)
+    model = load_model(a.onnx)
     paths = list_images(a.shared, "val")
     paths = paths[:: max(1, len(paths) // a.images)][: a.images]
-    images = [load_rgb(p, max_side=a.max_side or None) for p in paths]
-    presets, scores = calibrate(model, images)
-    med = np.median(scores, axis=0)
-    for s, m in zip(GRID, med, strict=True):
-        print(f"strength {s:.2f}: median SSIMULACRA2 {m:.1f}")
-    print("presets:", presets)
+    cal = calibrate(model.perturb, [load_sample(p) for p in paths])
+    print("presets:", cal.presets, "coverage exponent:", cal.exponent)
+    for name, s in cal.presets.items():
+        print(f"{name}: median SSIMULACRA2 {np.median(cal.at(s)):.1f}")
     if a.out:
-        a.out.write_text(json.dumps({"presets": presets, "grid": GRID, "images": len(images),
-                                     "median": [round(float(m), 2) for m in med]}, indent=2))
+        a.out.write_text(json.dumps({"presets": cal.presets, "exponent": cal.exponent,
+                                     "grid": GRID, "scores": cal.scores.round(2).tolist()}))
 
 
 if __name__ == "__main__":
