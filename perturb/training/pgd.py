@@ -49,11 +49,14 @@ def step_size(t: int, steps: int, budget: float) -> float:
 
 
 def pgd_encoder_attack(
-    encoder: nn.Module, x: torch.Tensor, budget: float, steps: int = 100, seed: int = 0
+    encoder: nn.Module, x: torch.Tensor, budget: float, steps: int = 100, seed: int = 0,
+    mask: torch.Tensor | None = None,
 ) -> PGDResult:
     """Run `steps` signed gradient steps maximising the latent shift within `‖δ‖∞ ≤ budget`.
 
-    `x`: 1×3×H×W in [0, 1] with H and W multiples of 8 (the encoder's stride).
+    `x`: 1×3×H×W in [0, 1] with H and W multiples of 8 (the encoder's stride). `mask`: 1×1×H×W
+    in [0, 1], the alpha of a transparent image composited into `x`: the image changes by mask·δ,
+    as a colour change δ under that alpha would once composited (None: everywhere).
     """
     if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
         raise PGDError(f"x must be 1×3×H×W, got shape {tuple(x.shape)}")
@@ -63,6 +66,9 @@ def pgd_encoder_attack(
         raise PGDError(f"budget must be in (0, 1] (e.g. 4/255), got {budget}")
     if steps < 1:
         raise PGDError(f"steps must be ≥ 1, got {steps}")
+    if mask is not None and mask.shape != (1, 1, *x.shape[2:]):
+        raise PGDError(f"mask must be 1×1×H×W like x, got shape {tuple(mask.shape)}")
+    m = torch.ones(()) if mask is None else mask.detach().float()
     encoder = encoder.eval()
     for p in encoder.parameters():
         p.requires_grad_(False)
@@ -76,7 +82,7 @@ def pgd_encoder_attack(
     best_delta, best = delta.clone(), -1.0
     for t in range(steps):
         delta.requires_grad_(True)
-        shift = latent_shift(encoder(x + delta), z_ref).sum()
+        shift = latent_shift(encoder(x + delta * m), z_ref).sum()
         (grad,) = torch.autograd.grad(shift, delta)
         with torch.no_grad():
             if shift.item() > best:  # the iterate that produced this shift, before the step
@@ -85,10 +91,10 @@ def pgd_encoder_attack(
             delta = delta.clamp(-budget, budget)
             delta = (x + delta).clamp(0, 1) - x
     with torch.no_grad():
-        final = latent_shift(encoder(x + delta), z_ref).item()
+        final = latent_shift(encoder(x + delta * m), z_ref).item()
         if final > best:
             best, best_delta = final, delta
-        x_adv = torch.round((x + best_delta).clamp(0, 1) * 255) / 255
+        x_adv = torch.round((x + best_delta * m).clamp(0, 1) * 255) / 255
         # Rounding cannot leave the budget when x is 8-bit; clamp anyway for arbitrary float x.
         x_adv = torch.minimum(torch.maximum(x_adv, x - budget), x + budget).clamp(0, 1)
         shift_q = latent_shift(encoder(x_adv), z_ref).item()

@@ -87,3 +87,17 @@ def test_step_size_decays_from_a_quarter_budget() -> None:
 def test_bad_arguments_raise_typed_errors(shape, budget, steps, match) -> None:
     with pytest.raises(PGDError, match=match):
         pgd_encoder_attack(small_encoder(), torch.rand(*shape), budget, steps=steps)
+
+
+def test_a_mask_confines_the_attack_to_visible_pixels() -> None:
+    x = image8(32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., :, :16] = 1.0  # left half opaque
+    mask[..., :, 16:24] = 0.5  # a half-transparent band
+    res = pgd_encoder_attack(small_encoder(), x, 8 / 255, steps=4, mask=mask)
+    d = (res.x_adv - x).abs() * 255
+    assert d[..., 24:].max() == 0  # transparent: unchanged
+    assert d[..., 16:24].max() <= 4 + 1e-4  # half alpha: half the budget, rounded
+    assert d[..., :16].max() > 7  # opaque: the whole budget is used
+    with pytest.raises(PGDError, match="mask"):
+        pgd_encoder_attack(small_encoder(), x, 8 / 255, steps=1, mask=torch.ones(1, 3, 32, 32))
