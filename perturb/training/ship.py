@@ -84,7 +84,7 @@ def product_scores(onnx: Path, paths: list[Path]) -> list[float]:
     return scores
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--id", default="sfumato-pattern-v2")
@@ -96,7 +96,7 @@ def main() -> None:
                     help="extra measured metrics (JSON objects) merged into the card")
     ap.add_argument("--note", action="append", default=[],
                     help="a line on how the checkpoint was trained (e.g. earlier stages)")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     torch.set_num_threads(2)
     t0 = time.time()
     state = torch.load(a.checkpoint, map_location="cpu", weights_only=False)

@@ -1,5 +1,6 @@
 """A few real training steps on tiny crops with a randomly initialised TAEF2-architecture net."""
 
+import json
 import random
 from pathlib import Path
 
@@ -7,9 +8,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from perturb.engine import protect
 from perturb.training.data import CropSampler
 from perturb.training.generator import GeneratorConfig
 from perturb.training.surrogates import TAEF2_TAPS, Surrogate, taef2_encoder
+from perturb.training.ship import main as ship_main
 from perturb.training.train import TrainConfig, Trainer, main
 from perturb.training.transforms import Transform, sample_transform
 
@@ -87,6 +90,20 @@ def test_main_runs_end_to_end_on_a_shared_layout(tmp_path: Path) -> None:
     main(["--shared", str(shared), "--run", str(run), "--max-steps", "3", "--batch", "1",
           "--crops", "32", "--resume", "--g-patterns", "2", "--g-hidden", "4"])
     assert torch.load(run / "model.pt", weights_only=False)["step"] == 3
+    # ship it: export, calibration through the engine, card; the engine then protects with it
+    Image.fromarray((np.random.default_rng(1).random((64, 80, 3)) * 255).astype(np.uint8)).save(
+        shared / "data" / "artworks" / "val" / "opaque.png")
+    out = tmp_path / "models"
+    ship_main([str(run / "model.pt"), "--id", "tiny-shipped", "--shared", str(shared),
+               "--out-dir", str(out)])
+    card = json.loads((out / "tiny-shipped.json").read_text())
+    p = card["presets"]
+    assert 0 < p["low"] < p["default"] < p["high"]
+    assert 0 <= card["coverage"]["exponent"] <= 1.5 and card["data"]["images_with_transparency"] == 1
+    assert card["metrics"]["ssimulacra2_at_presets"]["default_exact"]["images"] == 2
+    src = (shared / "data" / "artworks" / "val" / "opaque.png").read_bytes()
+    protected = protect(src, model=str(out / "tiny-shipped.onnx"))
+    assert protected.report.model_id == "tiny-shipped" and protected.data != src
 
 
 def test_transforms_keep_shape_rules_and_pass_gradients() -> None:
