@@ -11,8 +11,8 @@ from PIL import Image
 from perturb.engine import protect
 from perturb.training.data import CropSampler
 from perturb.training.generator import GeneratorConfig
-from perturb.training.surrogates import TAEF2_TAPS, Surrogate, taef2_encoder
 from perturb.training.ship import main as ship_main
+from perturb.training.surrogates import TAEF2_TAPS, Surrogate, taef2_encoder
 from perturb.training.train import TrainConfig, Trainer, main
 from perturb.training.transforms import Transform, sample_transform
 
@@ -99,7 +99,8 @@ def test_main_runs_end_to_end_on_a_shared_layout(tmp_path: Path) -> None:
     card = json.loads((out / "tiny-shipped.json").read_text())
     p = card["presets"]
     assert 0 < p["low"] < p["default"] < p["high"]
-    assert 0 <= card["coverage"]["exponent"] <= 1.5 and card["data"]["images_with_transparency"] == 1
+    assert 0 <= card["coverage"]["exponent"] <= 1.5
+    assert card["data"]["images_with_transparency"] == 1
     assert card["metrics"]["ssimulacra2_at_presets"]["default_exact"]["images"] == 2
     src = (shared / "data" / "artworks" / "val" / "opaque.png").read_bytes()
     protected = protect(src, model=str(out / "tiny-shipped.onnx"))
