@@ -60,9 +60,9 @@ def pick(folder: Path, k: int) -> list[Path]:
 
 def attack(encoder, x: np.ndarray, alpha: np.ndarray | None, budget: int, steps: int) -> tuple:
     xt = torch.from_numpy(x.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
-    mask = None
+    mask = None  # 8-bit alpha (H×W) → 1×1×H×W in [0, 1]
     if alpha is not None:
-        mask = torch.from_numpy(alpha.astype(np.float32)).permute(2, 0, 1)[None].contiguous()
+        mask = torch.from_numpy(alpha.astype(np.float32) / 255)[None, None].contiguous()
     res = pgd_encoder_attack(encoder, xt, budget / 255, steps=steps, seed=0, mask=mask)
     return ev.to_uint8(res.x_adv[0].permute(1, 2, 0).numpy()), res.seconds
 

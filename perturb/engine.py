@@ -268,14 +268,15 @@ def _perturb_png16(
     pixels = frame.pixels16
     assert pixels is not None
     colour = pixels[..., :3]
-    if pixels.shape[2] == 4:
-        strength = _visible_strength(model, strength, pixels[..., 3], 65535.0, stats)
+    alpha = pixels[..., 3] if pixels.shape[2] == 4 else None
+    if alpha is not None:
+        strength = _visible_strength(model, strength, alpha, 65535.0, stats)
     out = model.perturb(colour, strength, deadline=deadline)
     if trns and len(trns) == 6 and pixels.shape[2] == 3:
         key = tuple(int(v) for v in np.frombuffer(trns, dtype=">u2"))
         _keep_colour_key(colour, out, key, 65535.0)
-    stats.add(colour, out, 65535.0, pixels[..., 3] if pixels.shape[2] == 4 else None)
-    if pixels.shape[2] == 4:
+    stats.add(colour, out, 65535.0, alpha)
+    if alpha is not None:
         out = np.concatenate([out, pixels[..., 3:]], axis=2)  # alpha copied exactly
     frame.pixels16 = out
     mode = "RGBA" if out.shape[2] == 4 else "RGB"
@@ -306,16 +307,16 @@ def _perturb_frame(
             arr = arr[..., None]
         colour = 1 if mode in ("L", "LA") else 3
         pixels = arr[..., :colour]
-        if arr.shape[2] > colour:
-            strength = _visible_strength(model, strength, arr[..., colour], 255.0, stats)
+        alpha = arr[..., colour] if arr.shape[2] > colour else None
+        if alpha is not None:
+            strength = _visible_strength(model, strength, alpha, 255.0, stats)
         out = _perturb_pixels(pixels, model, strength, deadline, stats, info, mode)
         # alpha copied exactly: only colour is perturbed
         result = out if colour == arr.shape[2] else np.concatenate([out, arr[..., colour:]], 2)
         if fmt == "GIF" and mode == "RGBA":
             result = _snap_to_own_colours(arr, result)
-        alpha = arr[..., colour] if arr.shape[2] > colour else None
         stats.add(arr[..., :colour], result[..., :colour], 255.0, alpha)
-        del arr, pixels
+        del arr, pixels, alpha
         image = Image.fromarray(result[..., 0] if result.shape[2] == 1 else result, mode)
     elif mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im)
@@ -399,8 +400,9 @@ def _perturb_palette(
         alpha[: len(transparency)] = np.frombuffer(bytes(transparency)[: len(alpha)], np.uint8)
     safe = np.minimum(index, palette.shape[0] - 1)
     rgb = palette[safe]
-    if transparency is not None:
-        strength = _visible_strength(model, strength, alpha[safe], 255.0, stats)
+    shown = alpha[safe] if transparency is not None else None  # per-pixel alpha
+    if shown is not None:
+        strength = _visible_strength(model, strength, shown, 255.0, stats)
     out = model.perturb(rgb, strength, deadline=deadline)
     opaque = np.flatnonzero(alpha == 255)
     new_index = index.copy()
@@ -409,7 +411,7 @@ def _perturb_palette(
         if changed.any():
             best = _nearest(out[changed], palette[opaque])
             new_index[changed] = opaque[best].astype(index.dtype)
-    stats.add(rgb, palette[np.minimum(new_index, palette.shape[0] - 1)], 255.0, alpha[safe])
+    stats.add(rgb, palette[np.minimum(new_index, palette.shape[0] - 1)], 255.0, shown)
     result = Image.fromarray(new_index.astype(np.uint8), "P")
     result.putpalette(raw_palette, "RGB")
     return result

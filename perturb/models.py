@@ -96,9 +96,8 @@ class Coverage:
     def factor(self, coverage: float) -> float:
         if not 0 < coverage < 1 or self.exponent == 0:
             return 1.0
-        # in logs: a tiny coverage must not overflow before the cap applies
-        return min(self.max_factor, math.exp(min(math.log(self.max_factor),
-                                                 -self.exponent * math.log(coverage))))
+        log_factor = -self.exponent * math.log(coverage)
+        return min(self.max_factor, math.exp(min(log_factor, 700.0)))  # exp(>709) overflows
 
 
 @dataclass

@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image
 
 from perturb.models import Coverage
+from perturb.training.evaluate import Ssimulacra2Reference, to_rgb_array
 
-GREY = 128
 # "default" sits one point above the 70 line: the product re-encodes JPEG uploads at their own
 # quality, which costs a little visibility that these PNG round trips do not see.
 TARGETS = {"low": 80.0, "default": 71.0, "high": 60.0}
@@ -38,22 +38,22 @@ Perturb = Callable[[np.ndarray, float], np.ndarray]  # H×W×3 uint8, strength �
 
 @dataclass
 class Sample:
-    """One val image as stored: colour (also under transparent pixels) and alpha in [0, 1]."""
+    """One val image as stored: colour (also under transparent pixels) and its 8-bit alpha."""
 
     name: str
     rgb: np.ndarray
-    alpha: np.ndarray | None  # H×W×1; None for opaque images
+    alpha: np.ndarray | None  # H×W uint8; None for opaque images
 
     @property
     def coverage(self) -> float:
-        return 1.0 if self.alpha is None else float(self.alpha.mean())
+        """The visible share, as the engine computes it (mean alpha)."""
+        return 1.0 if self.alpha is None else float(self.alpha.mean()) / 255.0
 
     def composite(self, rgb: np.ndarray) -> np.ndarray:
-        """`rgb` with this image's alpha over grey 128, 8-bit (EVALUATION.md honesty rule)."""
+        """`rgb` with this image's alpha over grey, as the benchmark decodes every image."""
         if self.alpha is None:
             return rgb
-        out = rgb * self.alpha + GREY * (1 - self.alpha)
-        return np.clip(np.round(out), 0, 255).astype(np.uint8)
+        return to_rgb_array(Image.fromarray(np.dstack([rgb, self.alpha]), "RGBA"))
 
 
 def load_sample(path: Path) -> Sample:
@@ -62,20 +62,12 @@ def load_sample(path: Path) -> Sample:
         rgba = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
     if not has_alpha or rgba[..., 3].min() == 255:
         return Sample(path.name, np.ascontiguousarray(rgba[..., :3]), None)
-    alpha = rgba[..., 3:].astype(np.float64) / 255.0
-    return Sample(path.name, np.ascontiguousarray(rgba[..., :3]), alpha)
-
-
-def coverage_factor(coverage: float, exponent: float, max_factor: float = MAX_FACTOR) -> float:
-    """The engine's own rule, with a candidate exponent."""
-    return Coverage(exponent, max_factor).factor(coverage)
+    return Sample(path.name, np.ascontiguousarray(rgba[..., :3]), rgba[..., 3].copy())
 
 
 def curves(perturb: Perturb, samples: Sequence[Sample], grid: Sequence[float] = GRID,
            progress: Callable[[int], None] | None = None) -> np.ndarray:
     """SSIMULACRA2 per image (rows) per raw strength (columns), composited over grey."""
-    from perturb.training.evaluate import Ssimulacra2Reference
-
     out = np.zeros((len(samples), len(grid)))
     for i, s in enumerate(samples):
         ref = Ssimulacra2Reference(s.composite(s.rgb))
@@ -123,7 +115,7 @@ def fit_exponent(scores: np.ndarray, coverages: Sequence[float], grid: Sequence[
         return 0.0
     best, best_gap = 0.0, math.inf
     for e in EXPONENTS:
-        factors = [coverage_factor(c, e, max_factor) for c in cov]
+        factors = [Coverage(e, max_factor).factor(c) for c in cov]
         s = solve(scores, grid, target, factors)
         at = interpolate(scores, grid, s, factors)
         gap = abs(float(np.median(at[partial])) - float(np.median(at[~partial])))
@@ -142,7 +134,7 @@ class Calibration:
 
     @property
     def factors(self) -> list[float]:
-        return [coverage_factor(c, self.exponent, self.max_factor) for c in self.coverages]
+        return [Coverage(self.exponent, self.max_factor).factor(c) for c in self.coverages]
 
     def at(self, strength: float) -> np.ndarray:
         """Per-image score at a nominal strength (coverage rule applied)."""
@@ -155,7 +147,7 @@ def calibrate(perturb: Perturb, samples: Sequence[Sample], grid: Sequence[float]
     scores = curves(perturb, samples, grid, progress)
     coverages = [s.coverage for s in samples]
     exponent = fit_exponent(scores, coverages, grid, TARGETS["default"], max_factor)
-    factors = [coverage_factor(c, exponent, max_factor) for c in coverages]
+    factors = [Coverage(exponent, max_factor).factor(c) for c in coverages]
     presets = {k: round(solve(scores, grid, v, factors), 3) for k, v in TARGETS.items()}
     return Calibration(presets, exponent, max_factor, scores, coverages)
 

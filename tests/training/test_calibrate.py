@@ -83,8 +83,8 @@ def _noise_perturb(rgb: np.ndarray, strength: float) -> np.ndarray:
 def test_calibrated_presets_are_ordered_and_sprites_get_more_strength() -> None:
     yy, xx = np.mgrid[0:64, 0:64] / 63.0
     img = (np.stack([xx, yy, 0.5 + 0.3 * np.sin(20 * xx)], 2) * 255).astype(np.uint8)
-    alpha = np.zeros((64, 64, 1))
-    alpha[16:48, 16:48] = 1.0  # a 25 % sprite
+    alpha = np.zeros((64, 64), np.uint8)
+    alpha[16:48, 16:48] = 255  # a 25 % sprite
     flipped = img[::-1].copy()
     samples = [Sample("opaque", img, None), Sample("sprite", img, alpha),
                Sample("opaque2", flipped, None), Sample("sprite2", flipped, alpha)]

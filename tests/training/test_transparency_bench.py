@@ -43,8 +43,8 @@ def test_attack_on_visible_pixels_leaves_the_background_alone(bench) -> None:
     torch.manual_seed(0)
     enc = taef2_encoder(n=8).eval()
     x = np.random.default_rng(0).integers(40, 215, (32, 32, 3)).astype(np.uint8)
-    alpha = np.zeros((32, 32, 1))
-    alpha[:, :16] = 1.0
+    alpha = np.zeros((32, 32), np.uint8)
+    alpha[:, :16] = 255
     xp, seconds = bench.attack(enc, x, alpha, 8, steps=3)
     d = np.abs(xp.astype(int) - x)
     assert d[:, 16:].max() == 0 and 0 < d[:, :16].max() <= 8 and seconds > 0
