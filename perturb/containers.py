@@ -120,6 +120,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Ancillary chunks copied verbatim (colour and time; text is handled with the XMP merge).
 PNG_COPY_BEFORE_PLTE = (b"cHRM", b"cICP", b"gAMA", b"sBIT", b"sRGB", b"tIME")
 PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
+# Also carried: the background colour (rescaled to the written colour type and depth), the
+# physical pixel size (verbatim: Pillow only writes it from DPI) and suggested palettes.
+PNG_COPY_ADAPTED = (b"bKGD", b"pHYs", b"sPLT")
 
 
 def png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -176,6 +179,19 @@ def png_xmp_chunk(packet: bytes) -> bytes:
     return png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + packet)
 
 
+def png_fix_crc(data: bytes, at: int) -> bytes:
+    """`data` with the CRC of the chunk whose payload contains offset `at` recomputed."""
+    pos = len(PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        end = pos + 8 + length
+        if pos + 8 <= at < end:
+            crc = zlib.crc32(data[pos + 4 : end]) & 0xFFFFFFFF
+            return data[:end] + struct.pack(">I", crc) + data[end + 4 :]
+        pos = end + 4
+    raise ValueError("offset is not inside a chunk payload")
+
+
 def png_insert_before_idat(data: bytes, chunk: bytes) -> bytes:
     """Insert a serialised chunk before the first IDAT (or acTL/fcTL of an APNG)."""
     pos = len(PNG_SIGNATURE)
@@ -195,6 +211,61 @@ def png_header(data: bytes) -> tuple[int, int, int, int] | None:
             return w, h, depth, colour
         return None
     return None
+
+
+def png_adapt_colour_chunk(
+    ctype: bytes,
+    payload: bytes,
+    source: tuple[int, int, bytes],
+    target: tuple[int, int],
+) -> bytes | None:
+    """A bKGD or sBIT payload of a PNG with `source` = (bit depth, colour type, PLTE payload),
+    rewritten for a file with `target` = (bit depth, colour type), or None when it cannot be
+    expressed (or is malformed). Background samples are rescaled to the target depth; a palette
+    index becomes its palette colour; significant bits gain an 8 for a new alpha channel."""
+    depth, colour, plte = source
+    t_depth, t_colour = target
+    if ctype == b"sBIT":
+        want = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(t_colour)
+        have = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour)
+        if want is None or have is None or len(payload) != have:
+            return None
+        bits = list(payload)
+        if have in (1, 2) and want in (3, 4):  # grey to colour: the grey precision thrice
+            bits = bits[:1] * 3 + bits[1:]
+        if len(bits) < want:
+            bits.append(8 if t_depth != 16 else 16)
+        if len(bits) != want or not all(0 < b <= (8 if t_colour == 3 else t_depth) for b in bits):
+            return None
+        return bytes(bits)
+    if ctype != b"bKGD":
+        return None
+    if colour == 3:
+        if len(payload) != 1:
+            return None
+        if t_colour == 3:
+            return payload
+        index = payload[0]
+        if 3 * index + 3 > len(plte):
+            return None
+        samples, top = list(plte[3 * index : 3 * index + 3]), 255
+    elif colour in (0, 4) and len(payload) == 2:
+        samples, top = [struct.unpack(">H", payload)[0]], (1 << depth) - 1
+    elif colour in (2, 6) and len(payload) == 6:
+        samples, top = list(struct.unpack(">HHH", payload)), (1 << depth) - 1
+    else:
+        return None
+    if t_colour == 3 or any(v > top for v in samples):
+        return None
+    t_top = (1 << t_depth) - 1
+    scaled = [(v * t_top + top // 2) // top for v in samples]
+    if t_colour in (0, 4):
+        if len(set(scaled)) != 1:
+            return None
+        scaled = scaled[:1]
+    elif len(scaled) == 1:
+        scaled = scaled * 3
+    return b"".join(struct.pack(">H", v) for v in scaled)
 
 
 # --- WebP -------------------------------------------------------------------------------------
@@ -294,13 +365,13 @@ def gif_insert_extension(data: bytes, block: bytes) -> bytes:
 
 
 def png16_image_data(pixels: np.ndarray) -> tuple[bytes, list[bytes]]:
-    """(IHDR payload, IDAT chunks) of a 16-bit RGB(A) PNG, "Up"-filtered, deflated.
+    """(IHDR payload, IDAT chunks) of a 16-bit grey+alpha or RGB(A) PNG, "Up"-filtered, deflated.
 
     Pillow cannot hold 16 bits per colour channel, so the engine writes these two parts itself
     and lets Pillow write everything else (metadata chunks) around them.
     """
     height, width, channels = pixels.shape
-    colour_type = {3: 2, 4: 6}[channels]
+    colour_type = {2: 4, 3: 2, 4: 6}[channels]
     header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
     compressor = zlib.compressobj(6)
     parts: list[bytes] = []

@@ -17,6 +17,8 @@ from perturb import containers, provenance
 from perturb.errors import CorruptImage, ImageTooLarge, ProtectError, UnsupportedImage
 from perturb.metadata import Metadata
 
+DEFAULT_MAX_PIXELS = 100_000_000  # per frame, and in total for animations
+
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 SUPPORTED = tuple(MIME)
 
@@ -114,10 +116,10 @@ def fidelity(im: Image.Image, raw: bytes | None, fmt: str, n_frames: int) -> dic
         if header:
             params["bit_depth"] = header[2]
             params["colour_type"] = header[3]
-            if header[2] == 16 and header[3] in (2, 6):
+            if header[2] == 16 and header[3] in (2, 4, 6):
                 if n_frames > 1:
                     raise UnsupportedImage(
-                        "animated 16-bit colour PNGs are not supported",
+                        "animated 16-bit colour or grey+alpha PNGs are not supported",
                         "export the animation with 8 bits per channel",
                     )
                 params["png16"] = True
@@ -166,9 +168,18 @@ def decode_frame(im: Image.Image, index: int, fmt: str, n_frames: int) -> Frame:
 
 
 def decode_png16(raw: bytes, im: Image.Image) -> Frame:
-    """16-bit colour PNG: Pillow keeps only the high byte of each sample, so decode twice — the
-    second time unpacking the low bytes (same unfiltering, little-endian unpacker) — and join."""
+    """16-bit colour or grey+alpha PNG: Pillow keeps only the high byte of each sample. Colour:
+    decode twice, the second time unpacking the low bytes (same unfiltering, little-endian
+    unpacker), and join. Grey+alpha: one decode unpacking the 4 bytes of each pixel as they
+    are (grey high, grey low, alpha high, alpha low)."""
     try:
+        tile = im.tile[0]
+        if "LA;16B" in str(tile.args):
+            im.tile = [tile._replace(args=str(tile.args).replace("LA;16B", "RGBA"))]
+            raw_bytes = np.asarray(im)
+            pixels = (raw_bytes[..., 0::2].astype(np.uint16) << 8) | raw_bytes[..., 1::2]
+            frame_image = Image.fromarray(raw_bytes[..., 0::2], "LA")
+            return Frame(frame_image, pixels16=pixels)
         im.load()
         high = np.asarray(im)
         low_image = Image.open(io.BytesIO(raw), formats=["PNG"])
@@ -185,7 +196,36 @@ def decode_png16(raw: bytes, im: Image.Image) -> Frame:
     return Frame(im, pixels16=pixels)
 
 
+def widen_low_bit_grey_key(image: Image.Image, params: dict[str, Any]) -> None:
+    """Pillow widens 1/2/4-bit grey samples to 8 bits but leaves a tRNS key in the original
+    scale: scale it too, so the written 8-bit file keys the same pixels."""
+    depth = params.get("bit_depth")
+    key = image.info.get("transparency")
+    if params.get("colour_type") == 0 and depth in (1, 2, 4) and isinstance(key, int):
+        image.info["transparency"] = min(key, (1 << depth) - 1) * 255 // ((1 << depth) - 1)
+
+
 # --- encoding ---------------------------------------------------------------------------------
+
+
+def write_digest(data: bytes, fmt: str, digest: str) -> bytes:
+    """`data` with the marker's digest placeholder overwritten by `digest` (same length; the PNG
+    chunk holding it gets its CRC recomputed). Exactly one placeholder must be present: a file
+    whose own metadata carries our placeholder text is refused rather than marked ambiguously."""
+    field = b'sfumato:PixelDigest="'
+    old = field + provenance.DIGEST_PLACEHOLDER.encode() + b'"'
+    new = field + digest.encode() + b'"'
+    if len(new) != len(old):
+        raise ValueError("a pixel digest has a fixed length")
+    at = data.find(old)
+    if at < 0 or data.find(old, at + 1) >= 0:
+        raise UnsupportedImage(
+            "the file's metadata holds a forged Sfumato marker field",
+            "re-export the image without its XMP metadata and try again",
+        )
+    patched = data[:at] + new + data[at + len(new) :]
+    return containers.png_fix_crc(patched, at) if fmt == "PNG" else patched
+
 
 
 def _gif_palette_frame(image: Image.Image, transparent_slot: bool) -> Image.Image:
@@ -281,7 +321,19 @@ def _encode_png(
     frames: list[Frame], meta: Metadata, params: dict[str, Any], packet: bytes, level: int | None
 ) -> bytes:
     info = PngImagePlugin.PngInfo()
+    target = _png_written_colour(frames[0])
+    inserted = [containers.png_xmp_chunk(packet)]
     for ctype, payload in meta.png_chunks:
+        if ctype in (b"bKGD", b"sBIT"):
+            if meta.png_source is None:
+                continue
+            adapted = containers.png_adapt_colour_chunk(ctype, payload, meta.png_source, target)
+            if adapted is None:
+                continue
+            payload = adapted
+        if ctype == b"pHYs":  # Pillow writes pHYs only from `dpi`: inserted below
+            inserted.append(containers.png_chunk(ctype, payload))
+            continue
         info.add(ctype, payload)
     kwargs: dict[str, Any] = {"pnginfo": info, "optimize": False, "compress_level": level or 6}
     _common(kwargs, meta)
@@ -304,13 +356,24 @@ def _encode_png(
         kwargs.pop("transparency", None)
     buffer = io.BytesIO()
     first.save(buffer, "PNG", **kwargs)
-    data = containers.png_insert_before_idat(buffer.getvalue(), containers.png_xmp_chunk(packet))
+    data = containers.png_insert_before_idat(buffer.getvalue(), b"".join(inserted))
     if frames[0].pixels16 is not None:
         header, idat = containers.png16_image_data(frames[0].pixels16)
         trns = params.get("trns")
         before = [containers.png_chunk(b"tRNS", trns)] if trns else []
         data = containers.png_replace_image_data(data, header, idat, before)
     return data
+
+
+def _png_written_colour(frame: Frame) -> tuple[int, int]:
+    """(bit depth, colour type) the PNG encoder writes for this frame (depth 8 for palettes:
+    only the colour type matters for the chunks adapted to it)."""
+    if frame.pixels16 is not None:
+        return 16, {2: 4, 3: 2, 4: 6}[frame.pixels16.shape[2]]
+    return {
+        "1": (1, 0), "L": (8, 0), "I;16": (16, 0), "I;16B": (16, 0), "I": (16, 0),
+        "LA": (8, 4), "RGB": (8, 2), "RGBA": (8, 6), "P": (8, 3),
+    }.get(frame.image.mode, (8, 6))
 
 
 def _encode_webp(

@@ -28,6 +28,10 @@ class Metadata:
     png_chunks: list[tuple[bytes, bytes]] = field(default_factory=list)
     # JPEG: whole APPn segments copied verbatim (e.g. Photoshop APP13 / IPTC).
     jpeg_segments: list[bytes] = field(default_factory=list)
+    # PNG: the original's (bit depth, colour type, PLTE payload), to rewrite bKGD and sBIT for
+    # the colour type and depth actually written.
+    png_source: tuple[int, int, bytes] | None = None
+    notes: list[str] = field(default_factory=list)  # what was dropped or regenerated, and why
 
     def names(self) -> list[str]:
         """Human-readable list of what is carried (for reports and docs)."""
@@ -70,12 +74,19 @@ def collect(im: Image.Image, raw: bytes | None, fmt: str) -> Metadata:
         meta.jpeg_segments = containers.jpeg_extra_segments(raw)
     elif fmt == "PNG":
         meta.xmp = containers.png_xmp(raw)
+        header = containers.png_header(raw)
+        plte = b""
         for ctype, payload in containers.png_chunks(raw):
-            if ctype in containers.PNG_COPY_BEFORE_PLTE or (
+            if ctype == b"PLTE":
+                plte = payload
+            if ctype in containers.PNG_COPY_BEFORE_PLTE or ctype in containers.PNG_COPY_ADAPTED or (
                 ctype in containers.PNG_TEXT and not containers.png_is_xmp_chunk(ctype, payload)
             ):
                 meta.png_chunks.append((ctype, payload))
+        if header:
+            meta.png_source = (header[2], header[3], plte)
         meta.comment = None  # PNG comments are text chunks, copied above
+        meta.dpi = None  # pHYs is copied verbatim (Pillow's DPI round trip loses non-metre units)
     elif fmt == "WEBP":
         meta.xmp = containers.webp_xmp(raw)
     elif fmt == "GIF":

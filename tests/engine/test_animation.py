@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -55,9 +53,3 @@ def test_animation_round_trip(tiny_model: str, name: str) -> None:
         assert np.percentile(d, 99) <= (30 if name == "webp-lossy" else 4)
     assert inspect_marker(out.data) is not None
 
-
-def test_coarse_palette_is_reported(tiny_model: str) -> None:
-    out = protect(samples.palette_png(colours=8), model=tiny_model)
-    assert out.report.psnr == float("inf")
-    assert out.report.notes and "palette" in out.report.notes[0]
-    assert Image.open(io.BytesIO(out.data)).mode == "P"

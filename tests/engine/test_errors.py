@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -69,10 +70,16 @@ def test_cmyk_jpeg_is_refused_clearly(tiny_model: str) -> None:
         protect(data, model=tiny_model)
 
 
-def test_one_bit_png_is_refused_clearly(tiny_model: str) -> None:
-    data = samples.encode(Image.new("1", (16, 16), 1), "PNG")
-    with pytest.raises(UnsupportedImage, match="1-bit"):
-        protect(data, model=tiny_model)
+def test_one_bit_png_is_widened_to_greyscale_and_says_so(tiny_model: str) -> None:
+    bits = np.zeros((16, 16), bool)
+    bits[:, 8:] = True
+    data = samples.encode(Image.fromarray(bits.astype(np.uint8) * 255).convert("1"), "PNG")
+    out = protect(data, model=tiny_model)
+    after = Image.open(io.BytesIO(out.data))
+    assert after.mode == "L"
+    assert any("1-bit" in note for note in out.report.notes)
+    diff = np.abs(np.asarray(after, np.int16) - np.where(bits, 255, 0))
+    assert diff.max() <= 4 and (diff > 0).mean() > 0.4  # the clipped half of the checkerboard
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perturb import has_ai_reservation, inspect_marker, protect
-from perturb.provenance import DMI_PROHIBITED_AIML, build_xmp
+from perturb.provenance import DMI_PROHIBITED_AIML, build_xmp, check_marker
 from tests.engine import samples
 
 EXISTING = (
@@ -26,7 +26,9 @@ ids = st.text(st.characters(blacklist_categories=["Cs", "Cc"]), min_size=1, max_
 def test_marker_round_trips(model_id: str, strength: float, reserve: bool, pad: int) -> None:
     packet = build_xmp(None, model_id=model_id, model_version="1.0", strength=strength,
                        date="2026-01-02", ai_reservation=reserve, padding=pad)
-    marker = inspect_marker(b"prefix" + packet + b"suffix")
+    check = check_marker(b"prefix" + packet + b"suffix")
+    assert check.status == "no-digest" and inspect_marker(packet) is None  # not an image
+    marker = check.marker
     assert marker is not None
     assert marker.model_id == model_id
     assert abs(marker.strength - strength) <= 1e-5 * max(1.0, strength)
@@ -43,7 +45,7 @@ def test_merge_keeps_existing_properties_and_replaces_an_old_marker() -> None:
     assert b"<rdf:li>Ana</rdf:li>" in second
     assert second.count(b"sfumato:Model=") == 1
     assert second.count(b"plus:DataMining") == 1
-    assert inspect_marker(second).model_id == "b"
+    assert check_marker(second).marker.model_id == "b"
 
 
 def test_an_existing_data_mining_choice_is_left_untouched() -> None:
@@ -56,14 +58,14 @@ def test_an_existing_data_mining_choice_is_left_untouched() -> None:
                        ai_reservation=True)
     assert merged.count(b"plus:DataMining") == 1
     assert not has_ai_reservation(merged)
-    assert inspect_marker(merged) is not None
+    assert check_marker(merged).marker is not None
 
 
 def test_broken_existing_xmp_is_replaced_by_a_valid_packet() -> None:
     broken = b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF><unclosed></x:xmpmeta>"
     merged = build_xmp(broken, model_id="m", model_version="", strength=1.0, date="d",
                        ai_reservation=False)
-    assert inspect_marker(merged).model_id == "m"
+    assert check_marker(merged).marker.model_id == "m"
 
 
 def test_garbage_has_no_marker() -> None:
