@@ -22,7 +22,13 @@ from perturb.errors import (
 )
 from perturb.formats import sniff_format
 from perturb.models import DEFAULT_MODEL, Model, load_model
-from perturb.provenance import Marker, has_ai_reservation, inspect_marker
+from perturb.provenance import (
+    Marker,
+    MarkerCheck,
+    check_marker,
+    has_ai_reservation,
+    inspect_marker,
+)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -33,6 +39,7 @@ __all__ = [
     "ImageTooLarge",
     "InvalidStrength",
     "Marker",
+    "MarkerCheck",
     "Model",
     "ModelUnavailable",
     "NotAnImage",
@@ -41,6 +48,7 @@ __all__ = [
     "ProtectTimeout",
     "Protected",
     "UnsupportedImage",
+    "check_marker",
     "has_ai_reservation",
     "inspect_marker",
     "load_model",

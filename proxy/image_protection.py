@@ -149,6 +149,8 @@ class ImageProtector:
                 "reinstall Sfumato",
             ) from None
         try:
+            # A marker counts only when its pixel digest matches the decoded pixels (a copied
+            # or stale marker does not): inspect_marker checks that.
             if perturb.inspect_marker(data) is not None:
                 return ImageResult(data, protected=False, reason="already protected by Sfumato")
         except Exception:

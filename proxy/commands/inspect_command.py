@@ -13,8 +13,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "inspect",
         help="show whether files carry the Sfumato marker and the AI-training reservation",
-        description="Read each file's XMP: the Sfumato marker (model, strength, date) and the "
-        "IPTC plus:DataMining reservation. Exit status 1 if a file cannot be read.",
+        description="Read each file's XMP: the Sfumato marker (model, strength, date), whether "
+        "it matches the file's pixels (a marker kept by an editor after changes, or copied "
+        "from another file, does not), and the IPTC plus:DataMining reservation. Exit status 1 "
+        "if a file cannot be read.",
     )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print a JSON list")
@@ -23,17 +25,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def inspect_file(path: Path) -> dict:
     """What `sfumato inspect` reports for one file."""
-    from perturb import has_ai_reservation, inspect_marker, sniff_format
+    from perturb import check_marker, has_ai_reservation, sniff_format
 
     try:
         data = path.read_bytes()
     except OSError as exc:
         return {"file": str(path), "error": f"cannot read: {exc.strerror or exc}"}
-    marker = inspect_marker(data)
+    check = check_marker(data)
+    marker = check.marker
     entry: dict = {
         "file": str(path),
         "format": sniff_format(data),
-        "protected": marker is not None,
+        "protected": check.protected,
+        "marker": check.status,
         "ai_training_reserved": has_ai_reservation(data),
         "model": None,
         "model_version": None,
@@ -54,15 +58,19 @@ def describe(entry: dict) -> str:
     if "error" in entry:
         return f"{entry['file']}: {entry['error']}"
     reserved = "yes" if entry["ai_training_reserved"] else "no"
-    if entry["protected"]:
-        version = f" {entry['model_version']}" if entry["model_version"] else ""
-        strength = "?" if entry["strength"] is None else f"{entry['strength']:g}"
-        what = (
-            f"protected by Sfumato (model {entry['model']}{version}, strength {strength}, "
-            f"{entry['date'] or 'undated'})"
-        )
-    else:
-        what = "not protected by Sfumato"
+    version = f" {entry['model_version']}" if entry["model_version"] else ""
+    strength = "?" if entry["strength"] is None else f"{entry['strength']:g}"
+    details = (f"model {entry['model']}{version}, strength {strength}, "
+               f"{entry['date'] or 'undated'}")
+    what = {
+        "matches": f"protected by Sfumato ({details})",
+        "pixels-changed": "marker present but the pixels were changed after protection: "
+        "not protected",
+        "no-digest": "marker present but it does not vouch for the pixels (written by an "
+        "older Sfumato): not protected",
+        "unreadable": "marker present but the pixels cannot be decoded to check it: "
+        "not protected",
+    }.get(entry.get("marker", ""), "not protected by Sfumato")
     kind = entry["format"] or "not a supported image"
     return f"{entry['file']}: {kind}, {what}; AI training reserved: {reserved}"
 

@@ -204,3 +204,38 @@ def test_inspect_text_and_json(tmp_path: Path, tiny_model: str, capsys) -> None:
     assert entries[1]["format"] is None and not entries[1]["protected"]
     code, stdout, _ = run("inspect", str(other), capsys=capsys)
     assert "not a supported image" in stdout
+
+
+def test_inspect_says_when_the_pixels_changed_after_protection(
+    tmp_path: Path, tiny_model: str, capsys
+) -> None:
+    import io
+
+    from PIL import Image
+
+    from perturb import protect
+
+    protected = protect(samples.rgba_png(), model=tiny_model).data
+    edited = Image.open(io.BytesIO(protected))
+    edited.load()
+    edited.putpixel((3, 3), (1, 2, 3, 255))  # an editor keeps the XMP, the pixels change
+    buffer = io.BytesIO()
+    edited.save(buffer, "PNG", pnginfo=_xmp_of(protected))
+    path = tmp_path / "edited.png"
+    path.write_bytes(buffer.getvalue())
+    code, stdout, _ = run("inspect", str(path), capsys=capsys)
+    assert code == 0
+    assert "marker present but the pixels were changed after protection: not protected" in stdout
+    code, stdout, _ = run("inspect", str(path), "--json", capsys=capsys)
+    entry = json.loads(stdout)[0]
+    assert entry["protected"] is False and entry["marker"] == "pixels-changed"
+
+
+def _xmp_of(png: bytes):
+    from PIL import PngImagePlugin
+
+    from perturb.containers import png_xmp
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", png_xmp(png).decode("utf-8"))
+    return info
