@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from perturb import formats, provenance
+from perturb import formats, previews, provenance
 from perturb.errors import (
     CannotFitLength,
     CorruptImage,
@@ -282,6 +282,7 @@ def _protect_opened(
     _check(deadline)
     if strength > 0:
         _require_change(stats, fmt)
+    previews.refresh(meta, frames[0].image)  # no embedded copy of the original survives
     t = time.perf_counter()
     xmp_args = {
         "model_id": model.id,
