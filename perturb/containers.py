@@ -117,8 +117,11 @@ def jpeg_comment_padding(size: int) -> list[bytes]:
 # --- PNG --------------------------------------------------------------------------------------
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Ancillary chunks copied verbatim (colour and time; text is handled with the XMP merge).
-PNG_COPY_BEFORE_PLTE = (b"cHRM", b"cICP", b"gAMA", b"sBIT", b"sRGB", b"tIME")
+# Ancillary chunks copied verbatim (colour and time; text is handled with the XMP merge). Not
+# sBIT: it declares the low bits insignificant, and decoders that honour it (pypng does) would
+# shift the perturbation away.
+PNG_COPY_BEFORE_PLTE = (b"cHRM", b"cICP", b"gAMA", b"sRGB", b"tIME")
+PNG_CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
 PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
 # Also carried: the background colour (rescaled to the written colour type and depth), the
 # physical pixel size (verbatim: Pillow only writes it from DPI) and suggested palettes.
@@ -179,6 +182,25 @@ def png_xmp_chunk(packet: bytes) -> bytes:
     return png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + packet)
 
 
+def png_bad_crc(data: bytes) -> bytes | None:
+    """The type of the first critical chunk whose CRC does not match, or None."""
+    pos = len(PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        end = pos + 8 + length
+        if end + 4 > len(data):
+            return None
+        ctype = data[pos + 4 : pos + 8]
+        if ctype in PNG_CRITICAL:
+            (crc,) = struct.unpack(">I", data[end : end + 4])
+            if zlib.crc32(data[pos + 4 : end]) & 0xFFFFFFFF != crc:
+                return ctype
+        if ctype == b"IEND":
+            return None
+        pos = end + 4
+    return None
+
+
 def png_fix_crc(data: bytes, at: int) -> bytes:
     """`data` with the CRC of the chunk whose payload contains offset `at` recomputed."""
     pos = len(PNG_SIGNATURE)
@@ -219,25 +241,11 @@ def png_adapt_colour_chunk(
     source: tuple[int, int, bytes],
     target: tuple[int, int],
 ) -> bytes | None:
-    """A bKGD or sBIT payload of a PNG with `source` = (bit depth, colour type, PLTE payload),
-    rewritten for a file with `target` = (bit depth, colour type), or None when it cannot be
-    expressed (or is malformed). Background samples are rescaled to the target depth; a palette
-    index becomes its palette colour; significant bits gain an 8 for a new alpha channel."""
+    """A bKGD payload of a PNG with `source` = (bit depth, colour type, PLTE payload), rewritten
+    for a file with `target` = (bit depth, colour type), or None when it cannot be expressed (or
+    is malformed): samples are rescaled to the target depth, a palette index becomes its colour."""
     depth, colour, plte = source
     t_depth, t_colour = target
-    if ctype == b"sBIT":
-        want = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(t_colour)
-        have = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour)
-        if want is None or have is None or len(payload) != have:
-            return None
-        bits = list(payload)
-        if have in (1, 2) and want in (3, 4):  # grey to colour: the grey precision thrice
-            bits = bits[:1] * 3 + bits[1:]
-        if len(bits) < want:
-            bits.append(8 if t_depth != 16 else 16)
-        if len(bits) != want or not all(0 < b <= (8 if t_colour == 3 else t_depth) for b in bits):
-            return None
-        return bytes(bits)
     if ctype != b"bKGD":
         return None
     if colour == 3:

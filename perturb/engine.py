@@ -257,6 +257,9 @@ def _protect_opened(
     except Exception as exc:  # malformed metadata or tables: a typed error, never a crash
         raise CorruptImage(f"the {fmt} file's metadata cannot be read: {why(exc)}") from None
     stats = _Stats()
+    if fmt == "PNG" and params.get("colour_type") == 0 and params.get("bit_depth") in (2, 4):
+        stats.note(f"{params['bit_depth']}-bit greyscale written as 8-bit greyscale: "
+                   f"{1 << params['bit_depth']} levels cannot carry the perturbation")
     timings = {"decode": 0.0, "infer": 0.0, "encode": 0.0}
     take_model_seconds()
     frames: list[Frame] = []

@@ -112,6 +112,9 @@ def fidelity(im: Image.Image, raw: bytes | None, fmt: str, n_frames: int) -> dic
             params["subsampling"] = SUBSAMPLING_NAMES[sampling]
         params["progressive"] = bool(im.info.get("progressive") or im.info.get("progression"))
     elif fmt == "PNG":
+        bad = containers.png_bad_crc(raw) if raw else None
+        if bad:
+            raise CorruptImage(f"the PNG's {bad.decode('latin-1')} chunk fails its checksum")
         header = containers.png_header(raw) if raw else None
         if header:
             params["bit_depth"] = header[2]
@@ -324,7 +327,7 @@ def _encode_png(
     target = _png_written_colour(frames[0])
     inserted = [containers.png_xmp_chunk(packet)]
     for ctype, payload in meta.png_chunks:
-        if ctype in (b"bKGD", b"sBIT"):
+        if ctype == b"bKGD":
             if meta.png_source is None:
                 continue
             adapted = containers.png_adapt_colour_chunk(ctype, payload, meta.png_source, target)

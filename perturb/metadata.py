@@ -28,8 +28,8 @@ class Metadata:
     png_chunks: list[tuple[bytes, bytes]] = field(default_factory=list)
     # JPEG: whole APPn segments copied verbatim (e.g. Photoshop APP13 / IPTC).
     jpeg_segments: list[bytes] = field(default_factory=list)
-    # PNG: the original's (bit depth, colour type, PLTE payload), to rewrite bKGD and sBIT for
-    # the colour type and depth actually written.
+    # PNG: the original's (bit depth, colour type, PLTE payload), to rewrite bKGD for the colour
+    # type and depth actually written.
     png_source: tuple[int, int, bytes] | None = None
     notes: list[str] = field(default_factory=list)  # what was dropped or regenerated, and why
 
@@ -79,6 +79,9 @@ def collect(im: Image.Image, raw: bytes | None, fmt: str) -> Metadata:
         for ctype, payload in containers.png_chunks(raw):
             if ctype == b"PLTE":
                 plte = payload
+            if ctype == b"sBIT":
+                meta.notes.append("dropped sBIT: it declared the low bits insignificant, and "
+                                  "the perturbation lives in them")
             if ctype in containers.PNG_COPY_BEFORE_PLTE or ctype in containers.PNG_COPY_ADAPTED or (
                 ctype in containers.PNG_TEXT and not containers.png_is_xmp_chunk(ctype, payload)
             ):
