@@ -1,0 +1,160 @@
+"""Hostile images through a real `mitmdump -s proxy/addon.py` (issue cases 1, 2 and 8): what the
+site receives is either nothing or an image whose decoded pixels differ from the original, whose
+marker matches its pixels, and which holds no original thumbnail bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import ssl
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+import perturb
+from perturb.containers import jpeg_insert_segments
+from tests.engine import samples
+from tests.engine.test_previews import exif_with_thumbnail, fingerprints, jpeg_of, photoshop_app13
+from tests.proxy.e2e_support import UploadServer, free_port, make_test_pki
+from tests.proxy.helpers import MULTIPART_CT, file_field, multipart_body, split_multipart
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+REPO = Path(__file__).resolve().parents[2]
+DA_UPLOAD = "https://www.deviantart.com/_puppy/dashared/deviation/submit/upload/deviation"
+PNGSUITE = REPO.parent / "shared" / "data" / "pngsuite"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> tuple[Path, Path, Path]:
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def upstream(pki) -> AsyncIterator[UploadServer]:
+    server = UploadServer()
+    await server.start(pki[1], pki[2])
+    yield server
+    await server.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def mitmdump(upstream, pki, tiny_model, tmp_path_factory) -> AsyncIterator[tuple[int, Path]]:
+    """(port, CA file) of a mitmdump running the addon for DeviantArt, as users start it."""
+    confdir = tmp_path_factory.mktemp("mitmdump")
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("mitmdump")), "-q", "--listen-host", "127.0.0.1",
+        "-p", str(port), "-s", str(REPO / "proxy" / "addon.py"),
+        "-s", str(REPO / "tests/proxy/redirect_script.py"),
+        "--set", "sfumato_sites=deviantart", "--set", f"sfumato_model={tiny_model}",
+        "--set", f"confdir={confdir}", "--set", "connection_strategy=lazy",
+        "--set", f"ssl_verify_upstream_trusted_ca={pki[0]}",
+        "--set", f"test_upstream_port={upstream.port}",
+        cwd=confdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        for _ in range(300):
+            if (confdir / "mitmproxy-ca-cert.pem").exists():
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    break
+                except OSError:
+                    pass
+            if proc.returncode is not None:
+                raise AssertionError((await proc.stdout.read()).decode())
+            await asyncio.sleep(0.05)
+        yield port, confdir / "mitmproxy-ca-cert.pem"
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+
+
+async def upload(
+    mitmdump, upstream: UploadServer, name: str, mime: str, data: bytes
+) -> bytes | None:
+    """Upload one file through the proxy; the image the site received (None: refused)."""
+    port, ca = mitmdump
+    token = uuid.uuid4().hex[:12]
+    body = multipart_body(file_field("upload_file", name, mime, data))
+    context = ssl.create_default_context(cafile=str(ca))
+    async with aiohttp.ClientSession() as session, session.post(
+        f"{DA_UPLOAD}?t={token}", data=body, headers={"Content-Type": MULTIPART_CT},
+        proxy=f"http://127.0.0.1:{port}", ssl=context,
+    ) as response:
+        await response.read()
+        status = response.status
+    received = upstream.matching(token)
+    if not received:
+        assert status >= 400, "nothing reached the site, so the client must see a refusal"
+        return None
+    (got,) = received
+    parts = split_multipart(got.body, got.headers["Content-Type"].split("boundary=")[1])
+    return parts[0][1]
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"), dtype=np.int16)
+
+
+def assert_protected(original: bytes, sent: bytes) -> None:
+    assert sent != original
+    assert perturb.inspect_marker(sent) is not None, "the marker must match the pixels sent"
+    before, after = pixels(original), pixels(sent)
+    assert before.shape == after.shape
+    visible = before[..., 3] > 0
+    assert np.any(before[..., :3] != after[..., :3], axis=2)[visible].mean() > 0.25
+
+
+async def test_case1_a_copied_marker_does_not_let_the_original_through(
+    mitmdump, upstream, tiny_model
+) -> None:
+    original = samples.encode(Image.fromarray(samples.artwork(200, 150, 21)), "JPEG", quality=90)
+    protected = perturb.protect(original, model=str(tiny_model)).data
+    start = protected.index(b"<?xpacket begin")
+    packet = protected[start : protected.index(b"<?xpacket end") + 19]
+    kept_by_editor = samples.encode(Image.open(io.BytesIO(original)), "JPEG", quality=90,
+                                    xmp=packet)
+    for forged in (original + packet, kept_by_editor):
+        assert b"sfumato:PixelDigest" in forged
+        sent = await upload(mitmdump, upstream, "art.jpg", "image/jpeg", forged)
+        assert sent is not None
+        assert_protected(forged, sent)
+    # a file really protected before uploading passes unchanged (no second perturbation)
+    assert await upload(mitmdump, upstream, "art.jpg", "image/jpeg", protected) == protected
+
+
+async def test_case2_no_original_thumbnail_reaches_the_site(mitmdump, upstream) -> None:
+    exif_thumb, ps_new, ps_old = jpeg_of((160, 120)), jpeg_of((128, 96)), jpeg_of((112, 84))
+    image = Image.fromarray(samples.artwork(320, 240, 22))
+    original = samples.encode(image, "JPEG", quality=90, exif=exif_with_thumbnail(exif_thumb))
+    original = jpeg_insert_segments(original, [photoshop_app13(ps_new, ps_old)])
+    sent = await upload(mitmdump, upstream, "art.jpg", "image/jpeg", original)
+    assert sent is not None
+    assert_protected(original, sent)
+    for thumb in (exif_thumb, ps_new, ps_old):
+        for window in fingerprints(thumb):
+            assert window not in sent, "bytes of an original thumbnail reached the site"
+
+
+def small_palette_pngs() -> list[tuple[str, bytes]]:
+    files = [(n, (PNGSUITE / n).read_bytes()) for n in ("s32n3p04.png", "tm3n3p02.png")
+             if (PNGSUITE / n).exists()]
+    four = Image.fromarray(samples.artwork(64, 48, 23)).quantize(4)
+    return files + [("four-colours.png", samples.encode(four, "PNG"))]
+
+
+@pytest.mark.parametrize("name,original", small_palette_pngs(), ids=lambda v: str(v)[:20])
+async def test_case8_small_palettes_are_really_changed(mitmdump, upstream, name, original) -> None:
+    sent = await upload(mitmdump, upstream, name, "image/png", original)
+    assert sent is not None
+    assert_protected(original, sent)
+    assert Image.open(io.BytesIO(sent)).mode in ("RGB", "RGBA")  # the palette could not hold it
