@@ -558,8 +558,8 @@ def _perturb_palette(
 
 def _perturbed_palette(colours: np.ndarray, size: int, rounds: int = 4) -> np.ndarray:
     """A palette of `size` colours for N×3 `colours`: median cut, then a few k-means rounds on
-    a fixed sample (deterministic), which keeps about twice as much of a perturbation as median
-    cut alone (measured on a photographic 256-colour GIF with the shipped model)."""
+    a fixed sample (deterministic), which keeps more of a perturbation than median
+    cut alone (error share 0.64 → 0.43 on a photographic 256-colour GIF, shipped model)."""
     seed = Image.fromarray(colours.reshape(1, -1, 3)).quantize(
         size, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     palette = np.asarray(seed.getpalette("RGB") or [0, 0, 0], np.float64).reshape(-1, 3)[:size]
