@@ -39,7 +39,11 @@ def build_slow_model(directory: Path, kernel: int = 31) -> Path:
         helper.make_node("Conv", ["c1", "w"], ["c2"], pads=[pad] * 4),
         helper.make_node("Mul", ["c2", "strength"], ["c3"]),
         helper.make_node("Sub", ["c3", "c3"], ["zero"]),
-        helper.make_node("Add", ["image", "zero"], ["protected"]),
+        # a uniform +4/255 on top: the engine refuses to mark an image its model left unchanged
+        helper.make_node("Constant", [], ["nudge"],
+                         value=numpy_helper.from_array(np.array(4 / 255, np.float32), "nudge")),
+        helper.make_node("Add", ["zero", "nudge"], ["delta"]),
+        helper.make_node("Add", ["image", "delta"], ["protected"]),
     ]
     graph = helper.make_graph(
         nodes,
