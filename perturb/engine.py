@@ -82,13 +82,16 @@ class _Stats:
     def add(
         self, before: np.ndarray, after: np.ndarray, peak: float, alpha: np.ndarray | None = None
     ) -> None:
-        def sse(y0: int, y1: int) -> float:  # in row blocks: no whole-image float copy
-            d = np.subtract(after[y0:y1], before[y0:y1], dtype=np.float32)
-            if alpha is not None:
-                a = alpha[y0:y1].astype(np.float32) / np.float32(np.iinfo(alpha.dtype).max)
-                d *= a.reshape(a.shape[0], a.shape[1], 1) if d.ndim == 3 else a
-            d = d.ravel()
-            return float(np.dot(d, d))
+        def sse(y0: int, y1: int) -> float:  # in small row blocks: no whole-image float copy
+            total = 0.0
+            for y in range(y0, y1, 16):
+                d = np.subtract(after[y : y + 16], before[y : y + 16], dtype=np.float32)
+                if alpha is not None:
+                    a = alpha[y : y + 16].astype(np.float32) / np.float32(np.iinfo(alpha.dtype).max)
+                    d *= a.reshape(a.shape[0], a.shape[1], 1) if d.ndim == 3 else a
+                d = d.ravel()
+                total += float(np.dot(d, d))
+            return total
 
         self.sse += sum(map_row_blocks(sse, before.shape[0])) / (peak * peak)
         self.count += before.size

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from perturb.errors import InvalidStrength, ModelUnavailable, ProtectTimeout
-from perturb.row_blocks import BLOCK_ROWS, map_row_blocks
+from perturb.row_blocks import map_row_blocks
 
 # The shipped model's id; set (one line) when the trained model lands in onnx_models/.
 DEFAULT_MODEL: str | None = "sfumato-pattern-v2"
@@ -394,7 +394,7 @@ def _model_input(
         for ch in range(c, 3):
             x[ch, r0:r1, :w] = x[0, r0:r1, :w]
 
-    map_row_blocks(convert, h, 4 * BLOCK_ROWS)
+    map_row_blocks(convert, h)
     _pad_in_place(x, h, w)
     return x
 

@@ -16,8 +16,10 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-# Rows per block: three float32 planes of a 2000 px wide block fit in a core's L2 cache.
-BLOCK_ROWS = 64
+# Rows per block: one float32 plane of a 2000 px wide block stays in a core's L2 cache through
+# the few passes it goes through (measured: 64–128 rows are fastest here, 16 rows cost more in
+# dispatch than they gain).
+BLOCK_ROWS = 128
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
