@@ -21,6 +21,7 @@ T = TypeVar("T")
 # dispatch than they gain).
 BLOCK_ROWS = 128
 
+_PREFIX = "sfumato-rows"
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -38,7 +39,7 @@ def _executor() -> ThreadPoolExecutor | None:
             threads = _threads()
             if threads < 2:
                 return None
-            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sfumato-rows")
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=_PREFIX)
         return _pool
 
 
@@ -57,7 +58,8 @@ def map_row_blocks(fn: Callable[[int, int], T], rows: int, block: int = BLOCK_RO
     `fn` must only touch its own rows (blocks run concurrently). Exceptions propagate.
     """
     spans = [(r0, min(rows, r0 + block)) for r0 in range(0, rows, block)]
-    pool = _executor() if len(spans) > 1 else None
+    inside = threading.current_thread().name.startswith(_PREFIX)  # never wait on our own pool
+    pool = _executor() if len(spans) > 1 and not inside else None
     if pool is None:
         return [fn(r0, r1) for r0, r1 in spans]
     return list(pool.map(lambda span: fn(*span), spans))
