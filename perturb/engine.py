@@ -31,8 +31,9 @@ from perturb.errors import (
 from perturb.formats import Frame, why
 from perturb.metadata import Metadata, collect
 from perturb.models import (
+    KeyGenerator,
+    KeySource,
     Model,
-    fresh_generator,
     load_model,
     take_key_seconds,
     take_model_seconds,
@@ -133,12 +134,12 @@ def protect(
         raise ValueError("seed must be a non-negative integer or None")
     loaded = load_model(model)
     value = loaded.resolve_strength(strength)
-    rng = np.random.default_rng(seed) if seed is not None else fresh_generator()
+    keys = KeyGenerator(seed)
 
     raw, im, fmt = _open(data)
     try:
         return _protect_opened(
-            raw, im, fmt, loaded, value, started, deadline, rng,
+            raw, im, fmt, loaded, value, started, deadline, keys,
             max_pixels=max_pixels, ai_reservation=ai_reservation, exact_length=exact_length,
         )
     finally:
@@ -180,7 +181,7 @@ def _protect_opened(
     strength: float,
     started: float,
     deadline: float | None,
-    rng: np.random.Generator,
+    rng: KeyGenerator,
     *,
     max_pixels: int | None,
     ai_reservation: bool,
@@ -215,6 +216,9 @@ def _protect_opened(
     timings = {"decode": 0.0, "infer": 0.0, "encode": 0.0}
     take_model_seconds()
     take_key_seconds()
+    key_shape = model.key_shape(height, width)
+    if key_shape is not None and strength > 0:
+        rng.draw_ahead(key_shape)  # the first frame's key, drawn while the frame decodes
     frames: list[Frame] = []
     for index in range(n_frames):
         _check(deadline)
@@ -287,7 +291,7 @@ def _perturb_png16(
     deadline: float | None,
     stats: _Stats,
     trns: bytes | None,
-    rng: np.random.Generator,
+    rng: KeySource,
 ) -> None:
     pixels = frame.pixels16
     assert pixels is not None
@@ -317,7 +321,7 @@ def _perturb_frame(
     deadline: float | None,
     stats: _Stats,
     fmt: str,
-    rng: np.random.Generator,
+    rng: KeySource,
     release: bool = False,
 ) -> Image.Image:
     """The protected copy of one frame, in the frame's mode. `release`: `im` is ours and no
@@ -384,7 +388,7 @@ def _perturb_pixels(
     stats: _Stats,
     info: dict[str, Any],
     mode: str,
-    rng: np.random.Generator,
+    rng: KeySource,
 ) -> np.ndarray:
     peak = float(np.iinfo(pixels.dtype).max)
     out = model.perturb(pixels, strength, deadline=deadline, rng=rng)
@@ -414,7 +418,7 @@ def _perturb_palette(
     strength: float,
     deadline: float | None,
     stats: _Stats,
-    rng: np.random.Generator,
+    rng: KeySource,
 ) -> Image.Image:
     """Palette images keep their exact palette: perturbed colours snap to the nearest opaque
     entry; pixels of (partly) transparent entries keep their index, so alpha is exact."""

@@ -126,6 +126,44 @@ def fresh_generator() -> np.random.Generator:
     return np.random.default_rng(secrets.randbits(128))
 
 
+class KeyGenerator:
+    """The key fields of one protect() call: `numpy.random.default_rng(seed)` (seed: 128 bits from
+    the OS CSPRNG unless given), one draw per frame, in order.
+
+    `draw_ahead(shape)` starts the next draw on a background thread (numpy releases the GIL while
+    it fills the array), so it overlaps the caller's decoding instead of adding to it; the draws
+    come out the same either way, so a seed reproduces the output regardless."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
+        self._ahead: tuple[tuple[int, ...], threading.Thread, list[np.ndarray]] | None = None
+
+    def draw_ahead(self, shape: tuple[int, ...]) -> None:
+        if self._ahead is not None:
+            return
+        box: list[np.ndarray] = []
+        thread = threading.Thread(
+            target=lambda: box.append(self._rng.standard_normal(shape, dtype=np.float32)),
+            name="sfumato-key", daemon=True,
+        )  # fmt: skip
+        thread.start()
+        self._ahead = (tuple(shape), thread, box)
+
+    def standard_normal(self, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+        """The next float32 standard normal field of `shape` (the one drawn ahead, if it fits)."""
+        if self._ahead is not None:
+            ahead, thread, box = self._ahead
+            self._ahead = None
+            thread.join()
+            if ahead == tuple(shape) and box:
+                return box[0]
+        return self._rng.standard_normal(shape, dtype=np.float32)
+
+
+# Where key fields come from: a generator (tests, calibration) or one protect() call's keys.
+KeySource = np.random.Generator | KeyGenerator
+
+
 @dataclass
 class Model:
     """A loaded model: its card, and the onnxruntime session (shared, thread-safe `run`)."""
@@ -151,7 +189,20 @@ class Model:
         m = self.size_multiple
         return -(-height // m) * m, -(-width // m) * m
 
-    def draw_key(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    def key_shape(self, height: int, width: int) -> tuple[int, int, int, int] | None:
+        """The shape of the key field `perturb` draws for a height × width frame (None: unkeyed)."""
+        if self.key is None:
+            return None
+        li = self.large_images
+        if li.mode == "working_resolution" and max(height, width) > li.max_side:
+            height, width = self._working_size(height, width)
+        return self.key.shape(*self.padded(height, width))
+
+    def _working_size(self, height: int, width: int) -> tuple[int, int]:
+        scale = self.large_images.max_side / max(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def draw_key(self, rng: KeySource, height: int, width: int) -> np.ndarray:
         """The key field for a height × width input (padded here), drawn from `rng`."""
         assert self.key is not None
         ph, pw = self.padded(height, width)
@@ -237,7 +288,7 @@ class Model:
         strength: float,
         *,
         deadline: float | None = None,
-        rng: np.random.Generator | None = None,
+        rng: KeySource | None = None,
     ) -> np.ndarray:
         """Perturb an H×W×C (C = 1 or 3) uint8/uint16 array; returns a new array of that dtype.
 
@@ -342,7 +393,7 @@ class Model:
         pixels: np.ndarray,
         out: np.ndarray,
         strength: float,
-        rng: np.random.Generator | None,
+        rng: KeySource | None,
         check_time: Callable[[], None],
     ) -> None:
         from PIL import Image
@@ -350,8 +401,7 @@ class Model:
         BOX, BILINEAR = Image.Resampling.BOX, Image.Resampling.BILINEAR
         h, w, c = pixels.shape
         maxval = float(np.iinfo(pixels.dtype).max)
-        scale = self.large_images.max_side / max(h, w)
-        sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+        sh, sw = self._working_size(h, w)
         small = np.empty((3, sh, sw), dtype=np.float32)
         for ch in range(c):  # one channel at a time: never the whole image as float RGB
             plane = np.multiply(pixels[..., ch], np.float32(1.0 / maxval), dtype=np.float32)

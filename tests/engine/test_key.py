@@ -209,3 +209,46 @@ def test_a_fresh_load_is_a_new_session(tiny_model: str) -> None:
     fresh = load_model(tiny_model, fresh=True)
     assert fresh is not cached and fresh.session is not cached.session
     assert load_model(tiny_model) is cached
+
+
+def test_drawing_ahead_yields_the_same_sequence() -> None:
+    from perturb.models import KeyGenerator
+
+    plain = np.random.default_rng(SEED)
+    expected = [plain.standard_normal(s, dtype=np.float32) for s in ((1, 2, 8, 8), (1, 2, 4, 4))]
+    keys = KeyGenerator(SEED)
+    keys.draw_ahead((1, 2, 8, 8))
+    got = [keys.standard_normal((1, 2, 8, 8)), keys.standard_normal((1, 2, 4, 4))]
+    for a, b in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # a draw ahead of the wrong shape is dropped, and the stream stays deterministic
+    one, two = KeyGenerator(SEED), KeyGenerator(SEED)
+    one.draw_ahead((1, 1, 2, 2))
+    two.draw_ahead((1, 1, 2, 2))
+    shape = (1, 2, 3, 3)
+    np.testing.assert_array_equal(one.standard_normal(shape), two.standard_normal(shape))
+    assert not np.array_equal(KeyGenerator().standard_normal((1, 2, 8, 8)), expected[0])
+
+
+@pytest.mark.parametrize("large_images", [
+    {"mode": "tile", "tile": 64, "overlap": 16},
+    {"mode": "working_resolution", "max_side": 64},
+])
+def test_the_key_drawn_ahead_has_the_shape_perturb_draws(
+    model_dir: Path, large_images: dict
+) -> None:
+    # the engine draws the first frame's key while the frame decodes, from key_shape: a wrong
+    # shape would silently waste that draw
+    name = f"tiny-ahead-{large_images['mode']}"
+    model = load_model(str(build_tiny_model(model_dir, model_id=name, large_images=large_images)))
+
+    class Recording:
+        shapes: list[tuple[int, ...]] = []
+
+        def standard_normal(self, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+            self.shapes.append(tuple(shape))
+            return np.zeros(shape, dtype)
+
+    rng = Recording()
+    model.perturb(samples.artwork(203, 157), 1.0, rng=rng)  # type: ignore[arg-type]
+    assert rng.shapes == [model.key_shape(157, 203)]
