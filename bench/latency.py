@@ -2,10 +2,11 @@
 and PNG, against a codec-only run (same process, same code path, strength 0: decode + metadata +
 encode, no model) for the ratio; peak RSS per case, plus a 50 MP memory-only case.
 
-`infer` is split into the time inside onnxruntime (`model`), drawing a keyed model's secret key
-fields (`key`) and the engine's own work (`engine`: converting tiles to the model's layout and
-back, blending, the PSNR). A second table times the key draw alone at 4 MP for the model's own key
-and for other key shapes a model could declare.
+`infer` is split into the time inside onnxruntime (`model`), waiting for a keyed model's secret
+key fields (`key`: the first frame's field is drawn on a background thread while the frame
+decodes, so this is what the draw still costs the call) and the engine's own work (`engine`:
+converting tiles to the model's layout and back, blending, the PSNR). A second table times the
+key draw alone at 4 MP for the model's own key and for other key shapes a model could declare.
 
 Each case runs in its own child process so its peak RSS is its own. Prints a table and writes
 bench/results/latency.json and bench/results/latency.md.
