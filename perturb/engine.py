@@ -30,7 +30,15 @@ from perturb.errors import (
 )
 from perturb.formats import DEFAULT_MAX_PIXELS, Frame, why
 from perturb.metadata import Metadata, collect
-from perturb.models import Model, load_model, take_model_seconds
+from perturb.models import (
+    KeyGenerator,
+    KeySource,
+    Model,
+    load_model,
+    take_key_seconds,
+    take_model_seconds,
+)
+from perturb.row_blocks import map_row_blocks
 
 # "Changed as the model intended", for outputs that cannot hold the model's pixels exactly
 # (palettes): at least this share of the visible pixels the model changed must change, and the
@@ -87,14 +95,19 @@ class _Stats:
     def add(
         self, before: np.ndarray, after: np.ndarray, peak: float, alpha: np.ndarray | None = None
     ) -> None:
-        for y in range(0, before.shape[0], 256):  # chunked: no whole-image float copy
-            d = np.subtract(after[y : y + 256], before[y : y + 256], dtype=np.float32)
-            if alpha is not None:
-                a = alpha[y : y + 256].astype(np.float32) / np.float32(np.iinfo(alpha.dtype).max)
-                d *= a.reshape(a.shape[0], a.shape[1], 1) if d.ndim == 3 else a
-            d = d.ravel()
-            self.sse += float(np.dot(d, d)) / (peak * peak)
-            self.count += d.size
+        def sse(y0: int, y1: int) -> float:  # in small row blocks: no whole-image float copy
+            total = 0.0
+            for y in range(y0, y1, 16):
+                d = np.subtract(after[y : y + 16], before[y : y + 16], dtype=np.float32)
+                if alpha is not None:
+                    a = alpha[y : y + 16].astype(np.float32) / np.float32(np.iinfo(alpha.dtype).max)
+                    d *= a.reshape(a.shape[0], a.shape[1], 1) if d.ndim == 3 else a
+                d = d.ravel()
+                total += float(np.dot(d, d))
+            return total
+
+        self.sse += sum(map_row_blocks(sse, before.shape[0])) / (peak * peak)
+        self.count += before.size
 
     @property
     def psnr(self) -> float:
@@ -166,6 +179,7 @@ def protect(
     time_limit: float | None = None,
     ai_reservation: bool = True,
     exact_length: int | None = None,
+    seed: int | None = None,
 ) -> Protected:
     """Protect one image (bytes or a PIL image); the result has the input's format.
 
@@ -175,16 +189,23 @@ def protect(
     decoding. `time_limit`: seconds, checked between tiles and frames. `ai_reservation`: write
     IPTC plus:DataMining = prohibited for AI/ML training. `exact_length`: produce exactly this
     many bytes (re-encode smaller, then pad inside the XMP packet) or raise CannotFitLength.
+    `seed`: a keyed model's key fields come from `numpy.random.default_rng(seed)`, one draw per
+    frame; None (the default) seeds from the OS CSPRNG, so nobody, the caller included, can
+    reproduce the perturbation. A fixed seed makes the output reproducible, and so removable by
+    running the product again: for tests and benchmarks only. The seed is never written anywhere.
     """
     started = time.perf_counter()
     deadline = None if time_limit is None else time.monotonic() + float(time_limit)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError("seed must be a non-negative integer or None")
     loaded = load_model(model)
     value = loaded.resolve_strength(strength)
+    keys = KeyGenerator(seed)
 
     raw, im, fmt = _open(data)
     try:
         return _protect_opened(
-            raw, im, fmt, loaded, value, started, deadline,
+            raw, im, fmt, loaded, value, started, deadline, keys,
             max_pixels=max_pixels, ai_reservation=ai_reservation, exact_length=exact_length,
         )
     finally:
@@ -226,6 +247,7 @@ def _protect_opened(
     strength: float,
     started: float,
     deadline: float | None,
+    rng: KeyGenerator,
     *,
     max_pixels: int | None,
     ai_reservation: bool,
@@ -262,6 +284,10 @@ def _protect_opened(
                    f"{1 << params['bit_depth']} levels cannot carry the perturbation")
     timings = {"decode": 0.0, "infer": 0.0, "encode": 0.0}
     take_model_seconds()
+    take_key_seconds()
+    key_shape = model.key_shape(height, width)
+    if key_shape is not None and strength > 0:
+        rng.draw_ahead(key_shape)  # the first frame's key, drawn while the frame decodes
     frames: list[Frame] = []
     for index in range(n_frames):
         _check(deadline)
@@ -273,12 +299,12 @@ def _protect_opened(
         timings["decode"] += time.perf_counter() - t
         t = time.perf_counter()
         if frame.pixels16 is not None:
-            _perturb_png16(frame, model, strength, deadline, stats, params.get("trns"))
+            _perturb_png16(frame, model, strength, deadline, stats, params.get("trns"), rng)
         else:
             formats.widen_low_bit_grey_key(frame.image, params)
             release = raw is not None and n_frames == 1
             frame.image = _perturb_frame(
-                frame.image, model, strength, deadline, stats, fmt, release=release
+                frame.image, model, strength, deadline, stats, fmt, rng, release=release
             )
         timings["infer"] += time.perf_counter() - t
         frames.append(frame)
@@ -301,6 +327,7 @@ def _protect_opened(
     timings["encode"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
     timings["model"] = take_model_seconds()  # the part of "infer" spent inside onnxruntime
+    timings["key"] = take_key_seconds()  # the part of "infer" spent drawing key fields
     notes = list(stats.notes) + list(meta.notes)
     if strength > 0 and stats.factor > 1:
         notes.append(
@@ -376,6 +403,7 @@ def _perturb_png16(
     deadline: float | None,
     stats: _Stats,
     trns: bytes | None,
+    rng: KeySource,
 ) -> None:
     """16-bit colour or grey+alpha PNG samples, perturbed in 16 bits; alpha copied exactly."""
     pixels = frame.pixels16
@@ -385,7 +413,7 @@ def _perturb_png16(
     alpha = pixels[..., colour_channels] if pixels.shape[2] > colour_channels else None
     if alpha is not None:
         strength = _visible_strength(model, strength, alpha, 65535.0, stats)
-    out = model.perturb(colour, strength, deadline=deadline)
+    out = model.perturb(colour, strength, deadline=deadline, rng=rng)
     if trns and len(trns) == 6 and pixels.shape[2] == 3:
         key = tuple(int(v) for v in np.frombuffer(trns, dtype=">u2"))
         _keep_colour_key(colour, out, key, 65535.0)
@@ -407,6 +435,7 @@ def _perturb_frame(
     deadline: float | None,
     stats: _Stats,
     fmt: str,
+    rng: KeySource,
     release: bool = False,
 ) -> Image.Image:
     """The protected copy of one frame, in the frame's mode. `release`: `im` is ours and no
@@ -424,7 +453,7 @@ def _perturb_frame(
         alpha = arr[..., colour] if arr.shape[2] > colour else None
         if alpha is not None:
             strength = _visible_strength(model, strength, alpha, 255.0, stats)
-        out = _perturb_pixels(pixels, model, strength, deadline, stats, info, mode)
+        out = _perturb_pixels(pixels, model, strength, deadline, stats, info, mode, rng)
         # alpha copied exactly: only colour is perturbed
         result = out if colour == arr.shape[2] else np.concatenate([out, arr[..., colour:]], 2)
         if fmt == "GIF" and mode == "RGBA":
@@ -437,18 +466,18 @@ def _perturb_frame(
         if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
             raise UnsupportedImage(f"{mode} images with values outside 0..65535 are not supported")
         pixels = arr.astype(np.uint16)[..., None]
-        out = _perturb_pixels(pixels, model, strength, deadline, stats, info, mode)[..., 0]
+        out = _perturb_pixels(pixels, model, strength, deadline, stats, info, mode, rng)[..., 0]
         stats.add(pixels[..., 0], out, 65535.0)
         image = Image.fromarray(out.astype(np.int32 if mode == "I" else arr.dtype))
     elif mode == "P":
-        image = _perturb_palette(im, model, strength, deadline, stats)
+        image = _perturb_palette(im, model, strength, deadline, stats, rng)
         if image.mode != "P":
             info.pop("transparency", None)  # now in the alpha channel (or there was none)
     elif mode == "1":
         # Two levels cannot carry a perturbation: widened to 8-bit greyscale.
         stats.note("1-bit black-and-white image written as 8-bit greyscale: two levels "
                    "cannot carry the perturbation")
-        return _perturb_frame(im.convert("L"), model, strength, deadline, stats, fmt)
+        return _perturb_frame(im.convert("L"), model, strength, deadline, stats, fmt, rng)
     else:
         raise UnsupportedImage(f"{fmt} images in colour mode {mode} are not supported")
     image.info = info
@@ -475,9 +504,10 @@ def _perturb_pixels(
     stats: _Stats,
     info: dict[str, Any],
     mode: str,
+    rng: KeySource,
 ) -> np.ndarray:
     peak = float(np.iinfo(pixels.dtype).max)
-    out = model.perturb(pixels, strength, deadline=deadline)
+    out = model.perturb(pixels, strength, deadline=deadline, rng=rng)
     key = info.get("transparency")
     if key is not None and mode in ("L", "RGB", "I;16", "I;16B", "I;16L", "I"):
         _keep_colour_key(pixels, out, key, peak)
@@ -508,7 +538,12 @@ def _keep_colour_key(pixels: np.ndarray, out: np.ndarray, key: Any, peak: float)
 
 
 def _perturb_palette(
-    im: Image.Image, model: Model, strength: float, deadline: float | None, stats: _Stats
+    im: Image.Image,
+    model: Model,
+    strength: float,
+    deadline: float | None,
+    stats: _Stats,
+    rng: KeySource,
 ) -> Image.Image:
     """A palette image, perturbed. Kept as a palette image with its exact palette when snapping
     the perturbed colours to the nearest opaque entries carries the perturbation (see
@@ -530,7 +565,7 @@ def _perturb_palette(
     shown = alpha[safe] if transparency is not None else None  # per-pixel alpha
     if shown is not None:
         strength = _visible_strength(model, strength, shown, 255.0, stats)
-    out = model.perturb(rgb, strength, deadline=deadline)
+    out = model.perturb(rgb, strength, deadline=deadline, rng=rng)
     opaque = np.flatnonzero(alpha == 255)
     new_index = index.copy()
     if opaque.size:

@@ -5,6 +5,10 @@ a `Model` to perturb an image array; this module pads to the card's size multipl
 images, tiles with overlap (linear blending of the perturbation) or infers at a capped working
 resolution and upsamples the perturbation — whichever the card declares. Work is done per tile or
 per strip of rows so a 50 MP image never exists as one float array.
+
+A keyed model (the card's `contract.key`) also takes a secret noise field `key`, drawn per image
+and frame from a generator the caller seeds (by default from the OS CSPRNG), so running the public
+model again cannot reproduce, and subtract, a perturbation.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -23,11 +28,13 @@ from typing import Any
 import numpy as np
 
 from perturb.errors import InvalidStrength, ModelUnavailable, ProtectTimeout
+from perturb.row_blocks import map_row_blocks
 
 # The shipped model's id; set (one line) when the trained model lands in onnx_models/.
 DEFAULT_MODEL: str | None = "sfumato-pattern-v2"
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "onnx_models"
+MAX_KEY_CHANNELS = 256  # a card asking for more is broken, not a real model
 PRESET_NAMES = ("low", "default", "high")
 # Rec. 601 luma weights: greyscale images receive the luminance of the colour perturbation.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -100,6 +107,63 @@ class Coverage:
         return min(self.max_factor, math.exp(min(log_factor, 700.0)))  # exp(>709) overflows
 
 
+@dataclass(frozen=True)
+class KeySpec:
+    """A keyed model's secret input (the card's `contract.key`): i.i.d. standard normal float32
+    of shape N×channels×(H/scale)×(W/scale) for the padded H, W, fresh per image and frame."""
+
+    input: str = "key"
+    channels: int = 1
+    scale: int = 1
+
+    def shape(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """The key field for a padded height × width (multiples of the size multiple)."""
+        return (1, self.channels, height // self.scale, width // self.scale)
+
+
+def fresh_generator() -> np.random.Generator:
+    """A generator seeded with 128 bits from the OS CSPRNG: the default secret of a protection."""
+    return np.random.default_rng(secrets.randbits(128))
+
+
+class KeyGenerator:
+    """The key fields of one protect() call: `numpy.random.default_rng(seed)` (seed: 128 bits from
+    the OS CSPRNG unless given), one draw per frame, in order.
+
+    `draw_ahead(shape)` starts the next draw on a background thread (numpy releases the GIL while
+    it fills the array), so it overlaps the caller's decoding instead of adding to it; the draws
+    come out the same either way, so a seed reproduces the output regardless."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
+        self._ahead: tuple[tuple[int, ...], threading.Thread, list[np.ndarray]] | None = None
+
+    def draw_ahead(self, shape: tuple[int, ...]) -> None:
+        if self._ahead is not None:
+            return
+        box: list[np.ndarray] = []
+        thread = threading.Thread(
+            target=lambda: box.append(self._rng.standard_normal(shape, dtype=np.float32)),
+            name="sfumato-key", daemon=True,
+        )  # fmt: skip
+        thread.start()
+        self._ahead = (tuple(shape), thread, box)
+
+    def standard_normal(self, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+        """The next float32 standard normal field of `shape` (the one drawn ahead, if it fits)."""
+        if self._ahead is not None:
+            ahead, thread, box = self._ahead
+            self._ahead = None
+            thread.join()
+            if ahead == tuple(shape) and box:
+                return box[0]
+        return self._rng.standard_normal(shape, dtype=np.float32)
+
+
+# Where key fields come from: a generator (tests, calibration) or one protect() call's keys.
+KeySource = np.random.Generator | KeyGenerator
+
+
 @dataclass
 class Model:
     """A loaded model: its card, and the onnxruntime session (shared, thread-safe `run`)."""
@@ -113,6 +177,41 @@ class Model:
     presets: dict[str, float]
     session: Any = field(repr=False)
     coverage: Coverage = field(default_factory=lambda: Coverage())
+    key: KeySpec | None = None
+
+    @property
+    def keyed(self) -> bool:
+        """Whether the model takes a secret key field (and so cannot be replayed)."""
+        return self.key is not None
+
+    def padded(self, height: int, width: int) -> tuple[int, int]:
+        """Height and width rounded up to the card's size multiple (what the model sees)."""
+        m = self.size_multiple
+        return -(-height // m) * m, -(-width // m) * m
+
+    def key_shape(self, height: int, width: int) -> tuple[int, int, int, int] | None:
+        """The shape of the key field `perturb` draws for a height × width frame (None: unkeyed)."""
+        if self.key is None:
+            return None
+        li = self.large_images
+        if li.mode == "working_resolution" and max(height, width) > li.max_side:
+            height, width = self._working_size(height, width)
+        return self.key.shape(*self.padded(height, width))
+
+    def _working_size(self, height: int, width: int) -> tuple[int, int]:
+        scale = self.large_images.max_side / max(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def draw_key(self, rng: KeySource, height: int, width: int) -> np.ndarray:
+        """The key field for a height × width input (padded here), drawn from `rng`."""
+        assert self.key is not None
+        ph, pw = self.padded(height, width)
+        started = time.perf_counter()
+        key = rng.standard_normal(self.key.shape(ph, pw), dtype=np.float32)
+        _key_seconds.value = getattr(_key_seconds, "value", 0.0) + (
+            time.perf_counter() - started
+        )
+        return key
 
     def resolve_strength(self, strength: str | float | int) -> float:
         """Map a preset name through the card's presets; validate numbers."""
@@ -132,24 +231,21 @@ class Model:
             raise InvalidStrength(f"strength {strength!r} is not a non-negative finite number")
         return value
 
-    def infer(self, chw: np.ndarray, strength: float) -> np.ndarray:
-        """Run the model on one float32 3×H×W array in [0, 1]; returns the perturbation (3×H×W).
-
-        Pads (reflect) to the size multiple and crops back.
-        """
-        _, h, w = chw.shape
-        m = self.size_multiple
-        ph, pw = (-h) % m, (-w) % m
-        x = chw
-        if ph or pw:
-            mode = "reflect" if h > ph and w > pw else "edge"
-            x = np.pad(chw, ((0, 0), (0, ph), (0, pw)), mode=mode)
-        batch = np.ascontiguousarray(x[None], dtype=np.float32)
+    def run(self, x: np.ndarray, strength: float, key: np.ndarray | None = None) -> np.ndarray:
+        """One model call on a padded, contiguous float32 3×H×W input in [0, 1]; returns the
+        model's `protected` (3×H×W float32). Non-finite outputs are replaced by the input: a
+        broken model must not write NaN or infinities into pixels."""
+        _, h, w = x.shape
+        feeds = {"image": x[None], "strength": np.asarray(strength, dtype=np.float32)}
+        if self.key is not None:
+            expected = self.key.shape(h, w)
+            if key is None or key.shape != expected:
+                got = None if key is None else key.shape
+                raise ValueError(f"keyed model {self.id} needs a key {expected}, got {got}")
+            feeds[self.key.input] = np.ascontiguousarray(key, dtype=np.float32)
         started = time.perf_counter()
         try:
-            out = self.session.run(
-                ["protected"], {"image": batch, "strength": np.asarray(strength, dtype=np.float32)}
-            )[0]
+            out = self.session.run(["protected"], feeds)[0]
         except Exception as exc:  # onnxruntime's own exception types
             raise ModelUnavailable(
                 f"model {self.path} failed while running on a {w}×{h} image: {str(exc)[:200]}",
@@ -158,47 +254,57 @@ class Model:
         _model_seconds.value = getattr(_model_seconds, "value", 0.0) + (
             time.perf_counter() - started
         )
-        if out.shape != batch.shape:
+        if out.shape != (1, 3, h, w):
             raise ModelUnavailable(
-                f"model {self.path} returned shape {out.shape} for input {batch.shape}",
+                f"model {self.path} returned shape {out.shape} for input {(1, 3, h, w)}",
                 "the model does not follow the contract (same N×3×H×W out as in)",
             )
-        delta = out[0, :, :h, :w]
+        out = out[0]
+        if not math.isfinite(float(out.sum())):  # one cheap pass; overflow only costs a look
+            bad = ~np.isfinite(out)
+            out[bad] = x[bad]
+        return out
+
+    def infer(
+        self, chw: np.ndarray, strength: float, key: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Run the model on one float32 3×H×W array in [0, 1]; returns the perturbation (3×H×W).
+
+        Pads (reflect) to the size multiple and crops back; `key` (keyed models) is the key
+        field of the padded size (`draw_key`).
+        """
+        _, h, w = chw.shape
+        ph, pw = self.padded(h, w)
+        x = np.empty((3, ph, pw), dtype=np.float32)
+        x[:, :h, :w] = chw
+        _pad_in_place(x, h, w)
+        delta = self.run(x, strength, key)[:, :h, :w]
         delta -= chw
-        if not math.isfinite(float(delta.sum(dtype=np.float64))):
-            # a broken model must not write NaN or infinities into pixels
-            np.nan_to_num(delta, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         return delta
 
     def perturb(
-        self, pixels: np.ndarray, strength: float, *, deadline: float | None = None
+        self,
+        pixels: np.ndarray,
+        strength: float,
+        *,
+        deadline: float | None = None,
+        rng: KeySource | None = None,
     ) -> np.ndarray:
         """Perturb an H×W×C (C = 1 or 3) uint8/uint16 array; returns a new array of that dtype.
 
         Greyscale (C = 1) is fed to the model as RGB and receives the luminance of the delta.
-        `deadline` (time.monotonic) is checked between tiles. Work happens in channel-first
-        float32 (the model's layout) one tile or strip at a time, in as few passes as possible.
+        `deadline` (time.monotonic) is checked between tiles. `rng`: where a keyed model's key
+        field is drawn from (one draw per call, i.e. per frame); None draws a fresh secret.
+        Work happens in channel-first float32 (the model's layout) one tile or strip at a time,
+        channel by channel and in row blocks that stay in cache.
         """
         h, w, c = pixels.shape
         out = np.empty_like(pixels)
-        maxval = float(np.iinfo(pixels.dtype).max)
         if strength == 0 or h == 0 or w == 0:
             out[...] = pixels
             return out
-
-        def finish(y0: int, y1: int, delta: np.ndarray) -> None:
-            """Write rows y0..y1: round(clip(pixels + delta · max)) — delta is 3×rows×W."""
-            d = np.tensordot(LUMA, delta, axes=1)[None] if c == 1 else delta
-            d *= maxval
-            d += pixels[y0:y1].transpose(2, 0, 1)
-            np.clip(d, 0, maxval, out=d)
-            d += 0.5  # the cast below truncates: this rounds to nearest
-            out[y0:y1] = d.transpose(1, 2, 0)
-
-        def tile_input(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-            chw = np.empty((3, y1 - y0, x1 - x0), dtype=np.float32)
-            np.multiply(pixels[y0:y1, x0:x1].transpose(2, 0, 1), np.float32(1.0 / maxval), out=chw)
-            return chw
+        if self.key is not None and rng is None:
+            rng = fresh_generator()
 
         def check_time() -> None:
             if deadline is not None and time.monotonic() > deadline:
@@ -206,23 +312,31 @@ class Model:
 
         li = self.large_images
         if li.mode == "working_resolution" and max(h, w) > li.max_side:
-            self._perturb_working_resolution(pixels, strength, finish, check_time)
+            self._perturb_working_resolution(pixels, out, strength, rng, check_time)
         else:
+            # one key field for the whole padded frame; each tile gets its slice of it
+            key = None if rng is None or self.key is None else self.draw_key(rng, h, w)
             tile = max(h, w) if li.mode != "tile" else li.tile
-            self._perturb_tiled(h, w, tile, li.overlap, strength, tile_input, finish, check_time)
+            self._perturb_tiled(pixels, out, tile, li.overlap, strength, key, check_time)
         return out
 
     def _perturb_tiled(
         self,
-        h: int,
-        w: int,
+        pixels: np.ndarray,
+        out: np.ndarray,
         tile: int,
         overlap: int,
         strength: float,
-        tile_input: Callable[[int, int, int, int], np.ndarray],
-        finish: Callable[[int, int, np.ndarray], None],
+        key: np.ndarray | None,
         check_time: Callable[[], None],
     ) -> None:
+        """Tiles with origins on multiples of the size multiple, blended with linear ramps.
+
+        The blend sums the model's protected outputs (the ramps sum to 1, so that is the image
+        plus the blended perturbation); only the overlaps are accumulated, the rest of each
+        tile is written straight from the model's output.
+        """
+        h, w, _ = pixels.shape
         m = self.size_multiple
         tile = max(m, tile - tile % m)
         overlap = min(overlap, tile // 2)
@@ -231,37 +345,55 @@ class Model:
             step = -(-tile // (2 * m)) * m
         ys = _spans(h, tile, step)
         xs = _spans(w, tile, step)
-        if len(ys) == 1 and len(xs) == 1:  # one tile: no blending, no accumulator
+
+        def protected(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
             check_time()
-            finish(0, h, self.infer(tile_input(0, h, 0, w), strength))
-            return
-        carry: np.ndarray | None = None  # accumulated delta of rows shared with the next strip
+            ph, pw = self.padded(y1 - y0, x1 - x0)
+            k = None
+            if key is not None and self.key is not None:
+                s = self.key.scale
+                k = key[:, :, y0 // s : (y0 + ph) // s, x0 // s : (x0 + pw) // s]
+            x = _model_input(pixels, y0, y1, x0, x1, ph, pw)
+            return self.run(x, strength, k)[:, : y1 - y0, : x1 - x0]
+
+        carry: np.ndarray | None = None  # rows shared with this strip, summed so far
         for i, (y0, y1) in enumerate(ys):
-            acc = np.zeros((3, y1 - y0, w), dtype=np.float32)
-            if carry is not None:
-                acc[:, : carry.shape[1]] += carry
-            wy = _ramp(ys, i)
+            rows = y1 - y0
             top, bottom = _overlaps(ys, i)
+            wy = _ramp(ys, i)
+            below = np.zeros((3, bottom, w), dtype=np.float32) if bottom else None
+            side: np.ndarray | None = None  # the previous tile's columns shared with this one
             for j, (x0, x1) in enumerate(xs):
-                check_time()
-                delta = self.infer(tile_input(y0, y1, x0, x1), strength)
-                wx = _ramp(xs, j)
+                prot = protected(y0, y1, x0, x1)
+                cols = x1 - x0
                 left, right = _overlaps(xs, j)
+                wx = _ramp(xs, j)
                 # weights are 1 away from the overlaps: scale only the bands that blend
-                for rows in (slice(0, top), slice(y1 - y0 - bottom, y1 - y0)):
-                    delta[:, rows] *= wy[rows, None]
-                for cols in (slice(0, left), slice(x1 - x0 - right, x1 - x0)):
-                    delta[:, :, cols] *= wx[cols]
-                acc[:, :, x0:x1] += delta
-            done = ys[i + 1][0] if i + 1 < len(ys) else y1
-            carry = acc[:, done - y0 :] if done < y1 else None
-            finish(y0, done, acc[:, : done - y0])
+                for band in (slice(0, top), slice(rows - bottom, rows)):
+                    prot[:, band] *= wy[band, None]
+                for band in (slice(0, left), slice(cols - right, cols)):
+                    prot[:, :, band] *= wx[band]
+                # Shared rows are summed across the strip and written once complete; shared
+                # columns are added to the previous tile's; everything else goes straight out.
+                if carry is not None:
+                    carry[:, :, x0:x1] += prot[:, :top]
+                if below is not None:
+                    below[:, :, x0:x1] += prot[:, rows - bottom :]
+                middle = prot[:, top : rows - bottom]
+                if side is not None:
+                    middle[:, :, :left] += side
+                _write_rows(out, pixels, y0 + top, y1 - bottom, middle[:, :, : cols - right], x0)
+                side = middle[:, :, cols - right :] if right else None
+            if carry is not None:
+                _write_rows(out, pixels, y0, y0 + top, carry, 0)
+            carry = below
 
     def _perturb_working_resolution(
         self,
         pixels: np.ndarray,
+        out: np.ndarray,
         strength: float,
-        finish: Callable[[int, int, np.ndarray], None],
+        rng: KeySource | None,
         check_time: Callable[[], None],
     ) -> None:
         from PIL import Image
@@ -269,8 +401,7 @@ class Model:
         BOX, BILINEAR = Image.Resampling.BOX, Image.Resampling.BILINEAR
         h, w, c = pixels.shape
         maxval = float(np.iinfo(pixels.dtype).max)
-        scale = self.large_images.max_side / max(h, w)
-        sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+        sh, sw = self._working_size(h, w)
         small = np.empty((3, sh, sw), dtype=np.float32)
         for ch in range(c):  # one channel at a time: never the whole image as float RGB
             plane = np.multiply(pixels[..., ch], np.float32(1.0 / maxval), dtype=np.float32)
@@ -279,7 +410,8 @@ class Model:
         if c == 1:
             small[1:] = small[0]
         check_time()
-        delta_small = self.infer(small, strength)
+        key = None if rng is None or self.key is None else self.draw_key(rng, sh, sw)
+        delta_small = self.infer(small, strength, key)
         planes = [Image.fromarray(np.ascontiguousarray(delta_small[ch]), mode="F")
                   for ch in range(3)]
         strip = 512
@@ -290,7 +422,82 @@ class Model:
                 [np.asarray(p.resize((w, y1 - y0), BILINEAR, box=box))
                  for p in planes]
             )
-            finish(y0, y1, rows)
+            _write_rows(out, pixels, y0, y1, rows, 0, add_pixels=True)
+
+
+def _model_input(
+    pixels: np.ndarray, y0: int, y1: int, x0: int, x1: int, ph: int, pw: int
+) -> np.ndarray:
+    """pixels[y0:y1, x0:x1] as float32 3×ph×pw in [0, 1], padded to ph × pw (reflect).
+
+    Channel by channel (a strided read into a contiguous plane is far cheaper than a transposed
+    copy), in row blocks on every core; greyscale is repeated into the model's three channels.
+    """
+    h, w, c = y1 - y0, x1 - x0, pixels.shape[2]
+    x = np.empty((3, ph, pw), dtype=np.float32)
+    scale = np.float32(1.0 / np.iinfo(pixels.dtype).max)
+
+    def convert(r0: int, r1: int) -> None:
+        for ch in range(c):
+            np.multiply(pixels[y0 + r0 : y0 + r1, x0:x1, ch], scale, out=x[ch, r0:r1, :w],
+                        dtype=np.float32)  # fmt: skip
+        for ch in range(c, 3):
+            x[ch, r0:r1, :w] = x[0, r0:r1, :w]
+
+    map_row_blocks(convert, h)
+    _pad_in_place(x, h, w)
+    return x
+
+
+def _pad_in_place(x: np.ndarray, h: int, w: int) -> None:
+    """Fill x[:, h:, :] and x[:, :, w:] from x[:, :h, :w] as numpy.pad's "reflect" does (its
+    "edge" when the image is too small to reflect the padding)."""
+    _, ph, pw = x.shape
+    reflect = ph - h < h and pw - w < w
+    if ph > h:
+        x[:, h:, :w] = x[:, _mirror(h, ph - h), :w] if reflect else x[:, h - 1 : h, :w]
+    if pw > w:
+        x[:, :, w:] = x[:, :, _mirror(w, pw - w)] if reflect else x[:, :, w - 1 : w]
+
+
+def _mirror(n: int, count: int) -> slice:
+    """Indices n−2, n−3, …, n−1−count: the reflection of `count` items past the end at n."""
+    stop = n - 2 - count
+    return slice(n - 2, stop if stop >= 0 else None, -1)
+
+
+def _write_rows(
+    out: np.ndarray,
+    pixels: np.ndarray,
+    y0: int,
+    y1: int,
+    values: np.ndarray,
+    x0: int,
+    *,
+    add_pixels: bool = False,
+) -> None:
+    """out[y0:y1, x0:x0+n] = round(clip(values · max)) per channel, where `values` (3×rows×n
+    float32 in [0, 1] units, consumed) is the protected image, or with `add_pixels` the
+    perturbation to add to the pixels. Greyscale receives the luminance. In row blocks that stay
+    in cache."""
+    maxval = float(np.iinfo(out.dtype).max)
+    c = out.shape[2]
+    x1 = x0 + values.shape[2]
+    if y1 <= y0 or x1 <= x0:
+        return
+
+    def write(r0: int, r1: int) -> None:
+        block = values[:, r0:r1]
+        planes = [np.tensordot(LUMA, block, axes=1)] if c == 1 else block
+        for ch, plane in enumerate(planes):
+            plane *= maxval
+            if add_pixels:
+                plane += pixels[y0 + r0 : y0 + r1, x0:x1, ch]
+            np.clip(plane, 0, maxval, out=plane)
+            # +0.5 then the cast truncates: rounds to nearest
+            np.add(plane, 0.5, out=out[y0 + r0 : y0 + r1, x0:x1, ch], casting="unsafe")
+
+    map_row_blocks(write, y1 - y0)
 
 
 def _spans(n: int, tile: int, step: int) -> list[tuple[int, int]]:
@@ -339,6 +546,17 @@ def take_model_seconds() -> float:
     return value
 
 
+# Seconds spent drawing key fields by this thread (the engine reports it as timings["key"]).
+_key_seconds = threading.local()
+
+
+def take_key_seconds() -> float:
+    """Seconds this thread spent drawing key fields since the last call (and reset)."""
+    value = getattr(_key_seconds, "value", 0.0)
+    _key_seconds.value = 0.0
+    return value
+
+
 _cache: dict[tuple[str, int, int], Model] = {}
 _cache_lock = threading.Lock()
 
@@ -359,8 +577,13 @@ def resolve_model_path(spec: str | os.PathLike[str] | None) -> Path:
     return models_dir() / f"{text}.onnx"
 
 
-def load_model(spec: Model | str | os.PathLike[str] | None = None) -> Model:
-    """Load (once per process and file version) the model named by `spec`."""
+def load_model(
+    spec: Model | str | os.PathLike[str] | None = None, *, fresh: bool = False
+) -> Model:
+    """Load (once per process and file version) the model named by `spec`.
+
+    `fresh`: a new session, neither taken from nor put in the cache (a fresh engine, as a new
+    process would have; the efficacy benchmark's replay attack uses it)."""
     if isinstance(spec, Model):
         return spec
     path = resolve_model_path(spec).resolve()
@@ -371,6 +594,8 @@ def load_model(spec: Model | str | os.PathLike[str] | None = None) -> Model:
             f"model file {path} does not exist",
             f"check the id or path; available ids: {', '.join(available_models()) or 'none'}",
         ) from None
+    if fresh:
+        return _load(path)
     key = (str(path), stat.st_mtime_ns, stat.st_size)
     with _cache_lock:
         model = _cache.get(key)
@@ -429,8 +654,9 @@ def _load(path: Path) -> Model:
         raise ModelUnavailable(f"model card {card_path} has an invalid coverage: {cov}")
     if size_multiple < 1 or large.mode not in ("tile", "working_resolution") or large.tile < 16:
         raise ModelUnavailable(f"model card {card_path} has an invalid contract: {contract}")
+    key = _key_spec(contract.get("key"), size_multiple, card_path)
     presets = {"low": 0.5, "default": 1.0, "high": 1.6} | presets
-    session = _session(path, data)
+    session = _session(path, data, key, size_multiple)
     return Model(
         id=str(card.get("id") or path.stem),
         version=str(card.get("version", "")),
@@ -441,10 +667,48 @@ def _load(path: Path) -> Model:
         presets=presets,
         session=session,
         coverage=coverage,
+        key=key,
     )
 
 
-def _session(path: Path, data: bytes) -> Any:
+def _key_spec(block: Any, size_multiple: int, card_path: Path) -> KeySpec | None:
+    """The card's `contract.key`, validated (None when the card declares no key)."""
+    if block is None:
+        return None
+    fix = (
+        'a keyed card declares contract.key = {"input": "key", "channels": C, "scale": s, '
+        '"distribution": "standard_normal"} (see docs/architecture.md)'
+    )
+    if not isinstance(block, dict):
+        raise ModelUnavailable(
+            f"model card {card_path} has an invalid contract.key: {block!r}", fix
+        )
+    channels, scale = block.get("channels"), block.get("scale")
+
+    def positive_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    problems = []
+    if block.get("input") != "key":
+        problems.append(f"input must be \"key\", not {block.get('input')!r}")
+    if not positive_int(channels) or channels > MAX_KEY_CHANNELS:
+        problems.append(f"channels must be an integer in 1..{MAX_KEY_CHANNELS}, not {channels!r}")
+    if not positive_int(scale):
+        problems.append(f"scale must be a positive integer, not {scale!r}")
+    elif size_multiple % scale:
+        problems.append(f"scale {scale} must divide size_multiple {size_multiple}")
+    if block.get("distribution") != "standard_normal":
+        problems.append(
+            f"distribution must be \"standard_normal\", not {block.get('distribution')!r}"
+        )
+    if problems:
+        raise ModelUnavailable(
+            f"model card {card_path} has an invalid contract.key: {'; '.join(problems)}", fix
+        )
+    return KeySpec(input="key", channels=channels, scale=scale)
+
+
+def _session(path: Path, data: bytes, key: KeySpec | None, size_multiple: int) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -464,12 +728,65 @@ def _session(path: Path, data: bytes) -> Any:
             f"model file {path} cannot be loaded by onnxruntime: {str(exc)[:200]}",
             "the file is corrupt or not an ONNX model; download or rebuild it",
         ) from None
-    inputs = {i.name for i in session.get_inputs()}
+    inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name for o in session.get_outputs()}
-    if not {"image", "strength"} <= inputs or "protected" not in outputs:
+    if not {"image", "strength"} <= inputs.keys() or "protected" not in outputs:
         raise ModelUnavailable(
             f"model {path} does not follow the contract (inputs {sorted(inputs)}, "
             f"outputs {sorted(outputs)})",
             "a protection model takes `image` and `strength` and returns `protected`",
         )
+    unknown = sorted(inputs.keys() - {"image", "strength", "key"})
+    if unknown:
+        raise ModelUnavailable(
+            f"model {path} takes inputs the contract does not define: {unknown}",
+            "a protection model takes `image`, `strength` and, if keyed, `key`",
+        )
+    if key is None and "key" in inputs:
+        raise ModelUnavailable(
+            f"model {path} takes a secret `key` input but its card does not declare contract.key",
+            "a keyed model's card must declare its key (channels, scale); reinstall the model "
+            "with its own card",
+        )
+    if key is not None:
+        _check_key_input(path, session, inputs.get("key"), key, size_multiple)
     return session
+
+
+def _check_key_input(
+    path: Path, session: Any, arg: Any, key: KeySpec, size_multiple: int
+) -> None:
+    """The ONNX's `key` input matches the card: declared shape, then one tiny probe run (the only
+    way to see the scale when the spatial sizes are symbolic)."""
+    if arg is None:
+        raise ModelUnavailable(
+            f"model card of {path} declares a `key` input that the ONNX model does not have",
+            "the card does not belong to this model file; reinstall both",
+        )
+    shape = list(arg.shape) if arg.shape is not None else []
+    channels = shape[1] if len(shape) == 4 else None
+    if arg.type != "tensor(float)" or len(shape) != 4 or (
+        isinstance(channels, int) and channels != key.channels
+    ):
+        raise ModelUnavailable(
+            f"model {path}'s `key` input is {arg.type} {shape}, but its card declares float32 "
+            f"[N,{key.channels},H/{key.scale},W/{key.scale}]",
+            "the card does not belong to this model file; reinstall both",
+        )
+    side = max(2 * size_multiple, -(-64 // size_multiple) * size_multiple)
+    feeds = {
+        "image": np.zeros((1, 3, side, side), np.float32),
+        "strength": np.asarray(0.0, np.float32),
+        "key": np.zeros(key.shape(side, side), np.float32),
+    }
+    try:
+        out = session.run(["protected"], feeds)[0]
+        problem = None if out.shape == (1, 3, side, side) else f"it returned {out.shape}"
+    except Exception as exc:  # onnxruntime's own exception types
+        problem = str(exc)[:200]
+    if problem:
+        raise ModelUnavailable(
+            f"model {path} does not run with the key its card declares ({key.channels} channels "
+            f"at 1/{key.scale} resolution, for a {side}×{side} image): {problem}",
+            "the card does not belong to this model file; reinstall both",
+        )

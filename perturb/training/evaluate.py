@@ -6,7 +6,11 @@ the product wrote, decoded and composited the same way), for each platform trans
 - latent shift `S = ‖E(P(x')) − E(P(x))‖² / ‖E(P(x))‖²` (sums over all latent elements);
 - protection gain `G = S(x') / S(xₙ)`, where `xₙ = clip(x + u)`, `u` uniform in `[−a, a]` per pixel
   and channel (fixed seed), and `a` is found by bracketing + bisection so that SSIMULACRA 2 of `xₙ`
-  equals that of `x'` within 0.5 points (`xₙ` is rounded to 8 bits, as any image file is);
+  equals that of `x'` within 0.5 points (`xₙ` is rounded to 8 bits, as any image file is). For an
+  image with transparency `u` is added to the colour under alpha and the result composited, the
+  constraint the product works under (noise on the grey background would not be a fair yardstick);
+- replay gain `Gᵣ = S(xᵣ) / S(xₙ)` for the image `xᵣ` an attacker gets by subtracting the product's
+  own replays (bench/efficacy.py makes it), against the same `xₙ` (the visibility of `x'`);
 - latent damage `C = PSNR(D(E(P(x))), P(x)) − PSNR(D(E(P(x'))), P(x))` and `ΔC = C(x') − C(xₙ)`;
 - visibility of `x'` against `x`: SSIMULACRA 2, PSNR, SSIM.
 
@@ -48,22 +52,60 @@ class EvaluationError(ValueError):
 # Images
 
 
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+
+
 def to_rgb_array(img: Image.Image) -> np.ndarray:
     """H×W×3 uint8; transparency composited over grey 128 (EVALUATION.md honesty rule)."""
     if getattr(img, "is_animated", False):
         img.seek(0)  # first frame
-    if img.mode in ("RGBA", "LA", "PA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
+    if _has_alpha(img):
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (GREY, GREY, GREY, 255))
         img = Image.alpha_composite(bg, rgba)
     return np.asarray(img.convert("RGB")).copy()
 
 
+def to_colour_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """(H×W×3 uint8 colour, H×W uint8 alpha or None): the pixels as stored, alpha kept aside.
+
+    `composite(colour, alpha)` equals `to_rgb_array(img)` exactly."""
+    if getattr(img, "is_animated", False):
+        img.seek(0)  # first frame
+    if not _has_alpha(img):
+        return np.asarray(img.convert("RGB")).copy(), None
+    rgba = np.asarray(img.convert("RGBA"))
+    return rgba[..., :3].copy(), rgba[..., 3].copy()
+
+
+def composite(colour: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """Colour under alpha composited over grey 128, as `to_rgb_array` does (H×W×3 uint8)."""
+    if alpha is None:
+        return colour
+    return to_rgb_array(Image.fromarray(np.dstack([colour, alpha]), "RGBA"))
+
+
+def _open(data: bytes | Path) -> Image.Image:
+    return Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+
+
 def decode_rgb(data: bytes | Path) -> np.ndarray:
     """Decode an image file (bytes or path) to H×W×3 uint8, composited over grey."""
     try:
-        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
+        with _open(data) as im:
             return to_rgb_array(im)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise EvaluationError(f"cannot decode image: {e}") from e
+
+
+def decode_colour_alpha(data: bytes | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode an image file to (colour, alpha or None), see `to_colour_alpha`."""
+    try:
+        with _open(data) as im:
+            return to_colour_alpha(im)
     except (OSError, SyntaxError, ValueError) as e:
         raise EvaluationError(f"cannot decode image: {e}") from e
 
@@ -201,9 +243,12 @@ def unit_noise(shape: tuple[int, ...], seed: int = NOISE_SEED) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1.0, 1.0, shape)
 
 
-def noise_image(x: np.ndarray, a: float, u: np.ndarray) -> np.ndarray:
-    """`xₙ = clip(x + a·u)` rounded to 8 bits (x uint8, a in [0, 1] units)."""
-    return to_uint8(x / 255.0 + a * u)
+def noise_image(
+    x: np.ndarray, a: float, u: np.ndarray, alpha: np.ndarray | None = None
+) -> np.ndarray:
+    """`xₙ = clip(x + a·u)` rounded to 8 bits (x uint8, a in [0, 1] units). With `alpha`, `x` is
+    the colour under it: the noise goes there and the result is composited over grey."""
+    return composite(to_uint8(x / 255.0 + a * u), alpha)
 
 
 @dataclass
@@ -226,13 +271,15 @@ def match_noise(
     tolerance: float = MATCH_TOLERANCE,
     a0: float = 4 / 255,
     max_evaluations: int = 30,
+    alpha: np.ndarray | None = None,
 ) -> NoiseMatch:
     """Find the noise amplitude `a` whose `xₙ` scores `target` ± `tolerance` in SSIMULACRA 2.
 
-    The score falls monotonically with `a`; we bracket by doubling/halving from `a0`, then bisect
-    on log `a` with a false-position first guess (the score is close to linear in log `a`).
+    With `alpha`, `x` is the colour under it (see `noise_image`) and `ref` scores against the
+    composited image. The score falls monotonically with `a`; we bracket by doubling/halving from
+    `a0`, then bisect on log `a` with a false-position first guess (close to linear in log `a`).
     """
-    ref = ref or Ssimulacra2Reference(x)
+    ref = ref or Ssimulacra2Reference(composite(x, alpha))
     u = unit_noise(x.shape, seed)
     evals = 0
     best: tuple[float, float, np.ndarray] | None = None  # (|err|, a, image)
@@ -242,7 +289,7 @@ def match_noise(
         nonlocal evals, best
         if a in cache:
             return cache[a]
-        img = noise_image(x, a, u)
+        img = noise_image(x, a, u, alpha)
         s = ref.score(img)
         evals += 1
         cache[a] = s
@@ -427,6 +474,8 @@ class _Side:
 class ImageReference:
     """Everything about `x` that does not depend on `x'`, computed once per image.
 
+    `x` is the image as scored (composited over grey); for an image with transparency pass its
+    `colour` and `alpha` too (`to_colour_alpha`), where the noise yardstick adds its noise.
     With `store` (an .npz path), E(P(x)) and the reconstruction PSNRs persist across runs: they do
     not depend on the model under test, so a benchmark can compute them ahead of time.
     """
@@ -437,8 +486,16 @@ class ImageReference:
         model: LatentModel,
         transforms: Sequence[str] = TRANSFORMS,
         store: Path | None = None,
+        colour: np.ndarray | None = None,
+        alpha: np.ndarray | None = None,
     ) -> None:
+        if alpha is not None and (
+            colour is None or not np.array_equal(composite(colour, alpha), x)
+        ):
+            raise EvaluationError("x must be `colour` under `alpha` composited over grey")
         self.x = x
+        self.colour = x if alpha is None else colour
+        self.alpha = alpha
         self.model = model
         self.transforms = tuple(transforms)
         self.ssim2 = Ssimulacra2Reference(x)
@@ -505,16 +562,21 @@ def score_image(
     transforms: Sequence[str] | None = None,
     a0: float = 4 / 255,
     seed: int = NOISE_SEED,
+    replay: np.ndarray | None = None,
 ) -> dict:
     """All EVALUATION.md quantities for one protected image `xp` of the reference image.
 
     `damage`: compute C and ΔC (needs a decoder) — True for every transform, or the transforms to
     compute it for; `transforms`: which platform transforms (None: all of the reference's).
+    `replay`: the image the replay attack recovers from `xp` (composited like `xp`), scored the
+    same way against the noise of `xp`'s visibility: `S_replay`, `G_replay` per transform.
     """
     x = ref.x
     _check_pair(x, xp)
+    if replay is not None:
+        _check_pair(x, replay)
     vis = visibility(x, xp, ref.ssim2)
-    noise = match_noise(x, vis.ssimulacra2, ref.ssim2, seed=seed, a0=a0)
+    noise = match_noise(ref.colour, vis.ssimulacra2, ref.ssim2, seed=seed, a0=a0, alpha=ref.alpha)
     per_t: dict[str, dict] = {}
     for t in ref.transforms if transforms is None else transforms:
         dmg = ref.model.has_decoder and (damage if isinstance(damage, bool) else t in damage)
@@ -523,19 +585,27 @@ def score_image(
         nois = ref.side(t, noise.image, dmg)
         s_p, s_n = latent_shift(prot.z, base.z), latent_shift(nois.z, base.z)
         row = {"S": s_p, "S_noise": s_n, "G": gain(s_p, s_n)}
+        if replay is not None:
+            s_r = latent_shift(ref.side(t, replay, False).z, base.z)
+            row.update({"S_replay": s_r, "G_replay": gain(s_r, s_n)})
         if dmg:
             c_p = base.recon_psnr - prot.recon_psnr
             c_n = base.recon_psnr - nois.recon_psnr
             row.update({"C": c_p, "C_noise": c_n, "dC": c_p - c_n})
         per_t[t] = row
-    return {
+    record = {
         "visibility": {"ssimulacra2": vis.ssimulacra2, "psnr": vis.psnr, "ssim": vis.ssim},
         "noise": {
             "a": noise.a, "a_255": noise.a * 255, "ssimulacra2": noise.score,
             "matched": noise.matched, "evaluations": noise.evaluations,
+            "under_alpha": ref.alpha is not None,
         },
         "transforms": per_t,
     }  # fmt: skip
+    if replay is not None:
+        rv = visibility(x, replay, ref.ssim2)
+        record["replay"] = {"ssimulacra2": rv.ssimulacra2, "psnr": rv.psnr, "ssim": rv.ssim}
+    return record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,7 +647,7 @@ def summarize(records: Sequence[dict]) -> Summary:
     names = [t for t in TRANSFORMS if any(t in r["transforms"] for r in records)]
     for t in names:
         rows = [r["transforms"][t] for r in records if t in r["transforms"]]
-        keys = ("S", "S_noise", "G", "C", "C_noise", "dC")
+        keys = ("S", "S_noise", "G", "C", "C_noise", "dC", "S_replay", "G_replay")
         transforms[t] = {k: median(row.get(k) for row in rows) for k in keys}
         transforms[t]["n"] = len(rows)
     return Summary(

@@ -57,7 +57,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="pixel limit (default 100 MP)",
     )
     p.add_argument("--time-limit", type=float, default=None, metavar="S", help="seconds per image")
+    p.add_argument(
+        "--seed",
+        type=_seed,
+        default=None,
+        metavar="N",
+        help="UNSAFE, for reproducible tests and benchmarks only: draw the model's secret key "
+        "from seed N (every file uses it), so the output is reproducible and anyone who knows "
+        "or guesses N can remove the protection by running the product again. Default: a fresh "
+        "secret per image from the operating system",
+    )
     p.set_defaults(func=run)
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("the seed must be 0 or more")
+    return value
 
 
 @dataclass
@@ -190,6 +210,7 @@ def protect_file(src: Path, dst: Path, model, strength: float, args: argparse.Na
             max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
             time_limit=args.time_limit,
             ai_reservation=args.ai_reservation,
+            seed=args.seed,
         )
     except ProtectError as exc:
         return Result(

@@ -142,12 +142,40 @@ def test_missing_input_is_a_failure(tmp_path: Path, tiny_model: str, capsys) -> 
 
 
 def test_parallel_jobs_give_the_same_files(tree: Path, tmp_path: Path, tiny_model: str, capsys):
-    run("protect", str(tree), "-o", str(tmp_path / "one"), "--model", tiny_model, capsys=capsys)
-    run("protect", str(tree), "-o", str(tmp_path / "two"), "--model", tiny_model, "--jobs", "3",
+    run("protect", str(tree), "-o", str(tmp_path / "one"), "--model", tiny_model, "--seed", "9",
         capsys=capsys)
+    run("protect", str(tree), "-o", str(tmp_path / "two"), "--model", tiny_model, "--jobs", "3",
+        "--seed", "9", capsys=capsys)
     for path in (tmp_path / "one").rglob("*.*"):
         twin = tmp_path / "two" / path.relative_to(tmp_path / "one")
         assert twin.read_bytes() == path.read_bytes()
+
+
+def test_seed_makes_outputs_reproducible_and_is_never_printed(
+    tmp_path: Path, tiny_model: str, capsys
+) -> None:
+    src = tmp_path / "a.png"
+    src.write_bytes(samples.rgba_png())
+    seed = "170141183460469231731687303715884105727"  # long: cannot turn up by chance
+    outputs = {}
+    for name, extra in (("s1", ["--seed", seed]), ("s2", ["--seed", seed]), ("f1", []), ("f2", [])):
+        code, stdout, stderr = run("protect", str(src), "-o", str(tmp_path / name), "--model",
+                                   tiny_model, "--json", *extra, capsys=capsys)
+        assert code == 0 and seed not in stdout + stderr
+        outputs[name] = (tmp_path / name / "a.png").read_bytes()
+        assert seed.encode() not in outputs[name]
+    assert outputs["s1"] == outputs["s2"]
+    assert len({outputs["s1"], outputs["f1"], outputs["f2"]}) == 3  # fresh secrets by default
+
+
+def test_seed_is_documented_as_unsafe_and_validated(tmp_path: Path, tiny_model: str, capsys):
+    with pytest.raises(SystemExit):
+        main(["protect", "--help"])
+    assert "UNSAFE" in " ".join(capsys.readouterr().out.split())
+    for bad in ("-1", "x"):
+        with pytest.raises(SystemExit) as info:
+            main(["protect", str(tmp_path), "-o", str(tmp_path / "o"), "--seed", bad])
+        assert info.value.code == 2 and "--seed" in capsys.readouterr().err
 
 
 def test_progress_bar_only_on_a_terminal(tmp_path: Path, tiny_model: str, monkeypatch, capsys):

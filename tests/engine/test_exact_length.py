@@ -23,13 +23,14 @@ FILES = {
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fmt=st.sampled_from(sorted(FILES)), extra=st.integers(0, 200_000))
 def test_padding_reaches_the_exact_length(tiny_model: str, fmt: str, extra: int) -> None:
-    natural = len(protect(FILES[fmt], model=tiny_model).data)
+    # a fixed seed: with a fresh secret each protection compresses to a slightly different size
+    natural = len(protect(FILES[fmt], model=tiny_model, seed=11).data)
     target = natural + extra
     if fmt == "WEBP" and target % 2:
         with pytest.raises(CannotFitLength, match="even"):
-            protect(FILES[fmt], model=tiny_model, exact_length=target)
+            protect(FILES[fmt], model=tiny_model, exact_length=target, seed=11)
         return
-    out = protect(FILES[fmt], model=tiny_model, exact_length=target).data
+    out = protect(FILES[fmt], model=tiny_model, exact_length=target, seed=11).data
     assert len(out) == target
     image = Image.open(io.BytesIO(out))
     image.load()

@@ -122,12 +122,12 @@ def test_inference_threads(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_concurrent_calls_share_the_session_and_agree(tiny_model: str) -> None:
     data = samples.rgba_png()
-    expected = protect(data, model=tiny_model).data
+    expected = protect(data, model=tiny_model, seed=5).data
     barrier = threading.Barrier(4)
 
     def run(_: int) -> bytes:
         barrier.wait()
-        return protect(data, model=tiny_model).data
+        return protect(data, model=tiny_model, seed=5).data
 
     with ThreadPoolExecutor(4) as pool:
         assert set(pool.map(run, range(4))) == {expected}
@@ -138,13 +138,38 @@ def pixels(data: bytes) -> np.ndarray:
 
 
 def test_tiled_inference_matches_whole_image(tiny_model: str, small_tile_model: str) -> None:
-    # the tiny model's pattern has period 2 and tile origins sit on multiples of 8, so blended
-    # tiles must reproduce the whole-image result: seams or misplaced tiles would show here
+    # the tiny model is per pixel (period-2 pattern, key signs per 4×4 block) and tile origins
+    # sit on multiples of 8, each tile getting its slice of one key field: blended tiles must
+    # reproduce the whole-image result; seams, misplaced tiles or key slices would show here
     data = samples.encode(Image.fromarray(samples.artwork(203, 157)), "PNG")
-    whole = pixels(protect(data, model=tiny_model).data)
-    tiled = pixels(protect(data, model=small_tile_model).data)
+    whole = pixels(protect(data, model=tiny_model, seed=3).data)
+    tiled = pixels(protect(data, model=small_tile_model, seed=3).data)
     assert np.abs(whole - tiled).max() <= 1
     assert (whole != pixels(data)).mean() > 0.5
+
+
+TILINGS = [(64, 16), (64, 0), (48, 24), (32, 8), (1024, 64)]
+
+
+@pytest.mark.parametrize("tile,overlap", TILINGS)
+@pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "unkeyed"])
+@pytest.mark.parametrize("kind", ["rgb", "grey", "rgb16"])
+def test_every_tiling_agrees_with_the_whole_image(
+    model_dir: Path, tile: int, overlap: int, keyed: bool, kind: str
+) -> None:
+    whole = load_model(build_tiny_model(model_dir, model_id=f"whole-{keyed}", keyed=keyed,
+                                        large_images={"mode": "tile", "tile": 4096, "overlap": 0}))
+    tiled = load_model(build_tiny_model(model_dir, model_id=f"tiles-{tile}-{overlap}-{keyed}",
+                                        keyed=keyed, large_images={"mode": "tile", "tile": tile,
+                                                                   "overlap": overlap}))
+    px = samples.artwork(203, 157, seed=4, channels=1 if kind == "grey" else 3)
+    if kind == "rgb16":
+        px = px.astype(np.uint16) * 257 + 100
+    a = whole.perturb(px, 1.0, rng=np.random.default_rng(8))
+    b = tiled.perturb(px, 1.0, rng=np.random.default_rng(8))
+    assert a.dtype == b.dtype == px.dtype and a.shape == px.shape
+    assert np.abs(a.astype(np.int64) - b).max() <= 1
+    assert (a != px).mean() > 0.5
 
 
 def test_tile_spans_cover_the_axis_with_ramps_summing_to_one() -> None:
@@ -235,3 +260,57 @@ def test_an_invalid_coverage_rule_is_refused(model_dir: Path) -> None:
                             coverage={"exponent": -1.0, "max_factor": 2.0})
     with pytest.raises(ModelUnavailable, match="coverage"):
         load_model(str(path))
+
+
+class _LocalPatternSession:
+    """A stand-in onnxruntime session whose output depends on tile-local coordinates, so tiles
+    disagree in their overlaps and only correct blending weights give the expected image."""
+
+    def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        image = feeds["image"]
+        _, _, h, w = image.shape
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        wave = 0.05 * np.sin(yy / 3.0) * np.cos(xx / 5.0)
+        return [np.clip(image + feeds["strength"] * wave, 0, 1).astype(np.float32)]
+
+
+def _expected_blend(px: np.ndarray, tile: int, overlap: int, m: int) -> np.ndarray:
+    """The blend written out naively: every tile's output weighted by its ramps, summed."""
+    h, w, _ = px.shape
+    tile = max(m, tile - tile % m)
+    overlap = min(overlap, tile // 2)
+    step = max(m, (tile - overlap) // m * m)
+    if 2 * step < tile:
+        step = -(-tile // (2 * m)) * m
+    ys, xs = models._spans(h, tile, step), models._spans(w, tile, step)
+    x = px.astype(np.float32).transpose(2, 0, 1) / 255
+    total = np.zeros_like(x, dtype=np.float64)
+    for i, (y0, y1) in enumerate(ys):
+        for j, (x0, x1) in enumerate(xs):
+            th, tw = y1 - y0, x1 - x0
+            ph, pw = -(-th // m) * m, -(-tw // m) * m
+            padded = np.zeros((1, 3, ph, pw), np.float32)
+            padded[0, :, :th, :tw] = x[:, y0:y1, x0:x1]
+            feeds = {"image": padded, "strength": np.float32(1.0)}
+            out = _LocalPatternSession().run(["protected"], feeds)[0][0, :, :th, :tw]
+            weight = models._ramp(ys, i)[:, None] * models._ramp(xs, j)[None, :]
+            total[:, y0:y1, x0:x1] += weight * out
+    return np.clip(np.round(total * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(1, 150), w=st.integers(1, 150), tile=st.sampled_from([16, 24, 32, 64]),
+    overlap=st.sampled_from([0, 4, 8, 16, 40]),
+)
+def test_blending_writes_exactly_the_weighted_sum_of_tiles(
+    h: int, w: int, tile: int, overlap: int
+) -> None:
+    model = models.Model(
+        id="local", version="0", path=Path("local.onnx"), card={}, size_multiple=8,
+        large_images=models.LargeImages("tile", tile, overlap), presets={},
+        session=_LocalPatternSession(),
+    )
+    px = samples.artwork(w, h, seed=h * w)
+    got = model.perturb(px, 1.0).astype(np.int64)
+    assert np.abs(got - _expected_blend(px, tile, overlap, 8)).max() <= 1

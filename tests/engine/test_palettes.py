@@ -38,8 +38,10 @@ def test_carried_measure(before: np.ndarray, delta: np.ndarray) -> None:
 
 def test_a_palette_that_can_hold_the_perturbation_is_kept_exactly(tiny_model: str) -> None:
     base = np.array([[40, 80, 120], [200, 60, 30], [90, 180, 90]], np.int16)
-    # each colour with the tiny model's ±4 variants: snapping loses nothing
-    entries = np.concatenate([base, base + 4, base - 4]).astype(np.uint8)
+    # each colour with the tiny model's ±4 variants (the key picks the sign per channel):
+    # snapping loses nothing
+    signs = np.array(np.meshgrid([-4, 4], [-4, 4], [-4, 4])).reshape(3, -1).T
+    entries = np.concatenate([base] + [base + s for s in signs]).astype(np.uint8)
     index = np.random.default_rng(1).integers(0, 3, (24, 32)).astype(np.uint8)
     image = Image.fromarray(index, "P")
     image.putpalette(entries.tobytes())

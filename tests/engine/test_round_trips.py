@@ -138,9 +138,13 @@ def test_damaged_files_fail_cleanly(tiny_model: str, base: str, cut: int, flips)
 
 
 @pytest.mark.parametrize("name", sorted(BASES))
-def test_deterministic_bytes(tiny_model: str, name: str) -> None:
-    first = protect(BASES[name], model=tiny_model).data
-    assert protect(BASES[name], model=tiny_model).data == first
+def test_same_seed_gives_identical_bytes_and_a_fresh_secret_does_not(
+    tiny_model: str, name: str
+) -> None:
+    first = protect(BASES[name], model=tiny_model, seed=2024).data
+    assert protect(BASES[name], model=tiny_model, seed=2024).data == first
+    fresh = {protect(BASES[name], model=tiny_model).data for _ in range(2)}
+    assert len(fresh) == 2 and first not in fresh
 
 
 def test_pil_image_input(tiny_model: str) -> None:
@@ -158,9 +162,12 @@ def test_report(tiny_model: str) -> None:
     report = out.report
     assert report.model_id == "tiny-test" and report.strength == 1.6
     assert (report.frames, report.width, report.height) == (3, 64, 48)
-    assert set(report.timings) == {"decode", "infer", "encode", "bind", "total", "model"}
+    assert set(report.timings) == {"decode", "infer", "encode", "bind", "total", "model", "key"}
     assert report.timings["total"] >= report.timings["infer"] >= report.timings["model"] > 0
     assert report.timings["encode"] >= report.timings["bind"] > 0
+    # the tiny model is keyed: drawing its key fields is part of inference
+    assert report.timings["infer"] >= report.timings["model"] + report.timings["key"]
+    assert report.timings["key"] > 0
 
 
 def test_sixteen_bit_grey_png_stays_sixteen_bit(tiny_model: str) -> None:

@@ -31,7 +31,7 @@ def build_slow_model(directory: Path, kernel: int = 31) -> Path:
     large, useless convolutions whose result is multiplied by zero. On a 2-core machine one
     1024 px tile takes about 2 s; `slow_image` has 16 tiles, so it overruns a 1 s deadline on
     much faster machines too, while the engine stops at the next tile once the deadline passed."""
-    onnx_path = build_tiny_model(directory, model_id="slow-test")
+    onnx_path = build_tiny_model(directory, model_id="slow-test", keyed=False)
     weights = numpy_helper.from_array(np.full((3, 3, kernel, kernel), 1e-4, dtype=np.float32), "w")
     pad = kernel // 2
     nodes = [

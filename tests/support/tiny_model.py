@@ -1,10 +1,14 @@
 """Tiny, contract-conforming ONNX models built on the fly, so tests never need the real model.
 
 The graph follows the model contract of docs/architecture.md: inputs `image` float32 N×3×H×W in
-[0, 1] and `strength` float32 scalar; output `protected` = clip(image + strength · amplitude ·
-checkerboard, 0, 1). The checkerboard ((-1)^(x+y), from Cos(π·(x+y)) over the pixel index) is
-high-frequency, deterministic, and has period 2, so tiles whose origins sit on multiples of the size
-multiple see exactly the same pattern as the whole image: tiled and untiled inference agree.
+[0, 1], `strength` float32 scalar and (keyed, the default) `key` float32 N×C×H/s×W/s; output
+`protected` = clip(image + strength · amplitude · checkerboard · sign(conv1×1(upsample(key)))).
+The checkerboard ((-1)^(x+y), from Cos(π·(x+y)) over the pixel index) has period 2; the key's sign
+flips it per s×s block and channel, so every protection with a fresh key differs, while the
+amplitude stays exactly `amplitude` (tests count levels). Everything is per pixel, so tiles whose
+origins sit on multiples of the size multiple, given their slice of one key field, see exactly
+what the whole image sees: tiled and untiled inference agree. `keyed=False` gives the older,
+deterministic model (no key input), which must keep working.
 
 When `size_multiple` > 1 the graph also *requires* H and W to be multiples of it (a Reshape into
 blocks of that size fails otherwise), so a test catches an engine that forgets to pad.
@@ -28,6 +32,15 @@ IR_VERSION = 8  # accepted by every onnxruntime >= 1.14
 
 DEFAULT_LARGE_IMAGES: dict[str, Any] = {"mode": "tile", "tile": 1024, "overlap": 64}
 PRESETS = {"low": 0.5, "default": 1.0, "high": 1.6}
+KEY_CHANNELS = 2
+KEY_SCALE = 4
+KEY_DESCRIPTION = "float32 [N,C,H/s,W/s] i.i.d. standard normal, fresh per image and frame"
+
+
+def key_block(channels: int = KEY_CHANNELS, scale: int = KEY_SCALE) -> dict[str, Any]:
+    """The card's `contract.key` for a key of `channels` at 1/`scale` resolution."""
+    return {"input": "key", "channels": channels, "scale": scale,
+            "distribution": "standard_normal"}  # fmt: skip
 
 
 def _const(name: str, value: Any, dtype: Any = np.float32) -> onnx.NodeProto:
@@ -36,7 +49,25 @@ def _const(name: str, value: Any, dtype: Any = np.float32) -> onnx.NodeProto:
     )
 
 
-def _graph(*, amplitude: float, size_multiple: int, fail: bool) -> onnx.GraphProto:
+def _key_sign(channels: int, scale: int) -> list[onnx.NodeProto]:
+    """`key_sign` [N,3,H,W] = sign(1×1 conv mixing the key's channels, nearest-upsampled by s)."""
+    rng = np.random.default_rng(7)
+    weights = rng.uniform(0.5, 1.5, (3, channels, 1, 1)) * rng.choice([-1, 1], (3, channels, 1, 1))
+    return [
+        _const("key_scales", [1.0, 1.0, float(scale), float(scale)]),
+        _const("key_weights", weights),
+        helper.make_node(
+            "Resize", ["key", "", "key_scales"], ["key_up"], mode="nearest",
+            coordinate_transformation_mode="asymmetric", nearest_mode="floor",
+        ),
+        helper.make_node("Conv", ["key_up", "key_weights"], ["key_mixed"]),
+        helper.make_node("Sign", ["key_mixed"], ["key_sign"]),
+    ]
+
+
+def _graph(
+    *, amplitude: float, size_multiple: int, fail: bool, key: tuple[int, int] | None
+) -> onnx.GraphProto:
     nodes: list[onnx.NodeProto] = [
         _const("zero_i", 0, np.int64),
         _const("one_i", 1, np.int64),
@@ -59,8 +90,13 @@ def _graph(*, amplitude: float, size_multiple: int, fail: bool) -> onnx.GraphPro
         helper.make_node("Mul", ["idx", "pi"], ["phase"]),
         helper.make_node("Cos", ["phase"], ["pattern"]),  # (-1)^(x+y)
         helper.make_node("Mul", ["pattern", "amp"], ["scaled"]),
-        helper.make_node("Mul", ["scaled", "strength"], ["delta"]),
+        helper.make_node("Mul", ["scaled", "strength"], ["unkeyed_delta"]),
     ]
+    if key is None:
+        nodes.append(helper.make_node("Identity", ["unkeyed_delta"], ["delta"]))
+    else:
+        nodes += _key_sign(*key)
+        nodes.append(helper.make_node("Mul", ["unkeyed_delta", "key_sign"], ["delta"]))
     source = "image"
     if size_multiple > 1:
         # Reshape W (and, transposed, H) into blocks of size_multiple: fails unless divisible.
@@ -85,12 +121,18 @@ def _graph(*, amplitude: float, size_multiple: int, fail: bool) -> onnx.GraphPro
         helper.make_node("Add", [source, "delta"], ["raw"]),
         helper.make_node("Clip", ["raw", "lo", "hi"], ["protected"]),
     ]
-    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])
-    strength = helper.make_tensor_value_info("strength", TensorProto.FLOAT, [])
+    inputs = [
+        helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"]),
+        helper.make_tensor_value_info("strength", TensorProto.FLOAT, []),
+    ]
+    if key is not None:
+        inputs.append(
+            helper.make_tensor_value_info("key", TensorProto.FLOAT, ["N", key[0], "Hk", "Wk"])
+        )
     out = helper.make_tensor_value_info(
         "protected", TensorProto.FLOAT, None if fail else ["N", 3, "H", "W"]
     )
-    return helper.make_graph(nodes, "sfumato_tiny", [image, strength], [out])
+    return helper.make_graph(nodes, "sfumato_tiny", inputs, [out])
 
 
 def build_tiny_model(
@@ -102,16 +144,25 @@ def build_tiny_model(
     amplitude: float = 4 / 255,
     fail: bool = False,
     coverage: dict[str, float] | None = None,
+    keyed: bool | None = None,
+    key_channels: int = KEY_CHANNELS,
+    key_scale: int = KEY_SCALE,
+    card_key: dict[str, Any] | None | str = "matching",
 ) -> Path:
     """Write `<model_id>.onnx` and its model card `<model_id>.json` into `directory`.
 
     Returns the path of the .onnx. `large_images` defaults to tiles of 1024 with 64 px overlap;
     `coverage` is the card's rule for transparent images (absent: strength is not scaled).
+    `keyed` (default: yes, unless `fail`) adds the `key` input of `key_channels` at
+    1/`key_scale` resolution; `card_key` is the card's `contract.key`: "matching" declares what
+    the ONNX takes, None declares nothing, a dict is written as given (contract tests).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    keyed = not fail if keyed is None else keyed
+    key = (key_channels, key_scale) if keyed else None
     model = helper.make_model(
-        _graph(amplitude=amplitude, size_multiple=size_multiple, fail=fail),
+        _graph(amplitude=amplitude, size_multiple=size_multiple, fail=fail, key=key),
         opset_imports=[helper.make_opsetid("", OPSET)],
         producer_name="sfumato-tests",
     )
@@ -120,20 +171,26 @@ def build_tiny_model(
         onnx.checker.check_model(model)
     onnx_path = directory / f"{model_id}.onnx"
     onnx_path.write_bytes(model.SerializeToString())
+    if card_key == "matching":
+        card_key = key_block(key_channels, key_scale) if keyed else None
+    inputs = {"image": "float32 [N,3,H,W] sRGB in [0,1]", "strength": "float32 scalar"}
+    if card_key is not None:
+        inputs["key"] = KEY_DESCRIPTION
     card = {
         "id": model_id,
         "version": "0.0.1",
         "file": onnx_path.name,
         "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         "contract": {
-            "inputs": {"image": "float32 [N,3,H,W] sRGB in [0,1]", "strength": "float32 scalar"},
+            "inputs": inputs,
             "outputs": {"protected": "float32 [N,3,H,W] in [0,1]"},
+            **({"key": card_key} if card_key is not None else {}),
             "size_multiple": size_multiple,
             "large_images": dict(large_images or DEFAULT_LARGE_IMAGES),
         },
         "presets": dict(PRESETS),
         **({"coverage": coverage} if coverage is not None else {}),
-        "training": {"note": "test fixture: fixed checkerboard, not trained"},
+        "training": {"note": "test fixture: checkerboard signed by the key, not trained"},
         "data": {},
         "surrogates": [],
         "metrics": {},

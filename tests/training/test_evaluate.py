@@ -227,3 +227,93 @@ def test_damage_can_be_limited_to_some_transforms() -> None:
     rec = ev.score_image(ref, xp, damage=["jpeg85"])
     assert "dC" in rec["transforms"]["jpeg85"] and "C" not in rec["transforms"]["none"]
     assert "G" in rec["transforms"]["none"]
+
+
+# --- transparency: the noise yardstick works under the product's constraint ----------------------
+
+
+def sprite(h: int = 96, w: int = 112) -> tuple[np.ndarray, np.ndarray]:
+    """An artwork's colour and an alpha with opaque, half-transparent and empty regions."""
+    alpha = np.full((h, w), 255, np.uint8)
+    alpha[:, w // 2 :] = 0
+    alpha[: h // 4, : w // 4] = 128
+    return artwork(h, w, seed=3), alpha
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_colour_and_alpha_composite_exactly_as_the_scored_image(mode: str) -> None:
+    colour, alpha = sprite()
+    img = Image.fromarray(np.dstack([colour, alpha]), "RGBA")
+    if mode == "LA":
+        img = img.convert("LA")
+    elif mode == "P":
+        img = img.convert("RGB").quantize(64)
+        img.info["transparency"] = 0
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    c, a = ev.decode_colour_alpha(buf.getvalue())
+    assert a is not None and c.shape == (96, 112, 3)
+    np.testing.assert_array_equal(ev.composite(c, a), ev.decode_rgb(buf.getvalue()))
+
+
+def test_opaque_images_have_no_alpha_and_the_same_yardstick() -> None:
+    x = artwork()
+    buf = io.BytesIO()
+    Image.fromarray(x).save(buf, format="PNG")
+    c, a = ev.decode_colour_alpha(buf.getvalue())
+    assert a is None and np.array_equal(c, x)
+    u = ev.unit_noise(x.shape)
+    opaque = np.full(x.shape[:2], 255, np.uint8)
+    np.testing.assert_array_equal(ev.noise_image(x, 0.03, u, opaque), ev.noise_image(x, 0.03, u))
+
+
+def test_noise_goes_under_alpha_and_never_onto_the_grey_background() -> None:
+    colour, alpha = sprite()
+    x = ev.composite(colour, alpha)
+    target = 70.0
+    m = ev.match_noise(colour, target, alpha=alpha)
+    assert m.matched and abs(m.score - target) <= 0.5
+    u = ev.unit_noise(colour.shape)
+    np.testing.assert_array_equal(m.image, ev.noise_image(colour, m.a, u, alpha))
+    assert (m.image[alpha == 0] == 128).all()  # the background is never touched
+    assert (m.image[alpha == 255] != x[alpha == 255]).mean() > 0.5
+    # half the canvas cannot take noise: the visible half needs more to be as visible
+    old = ev.match_noise(x, target)
+    assert m.a > old.a
+    # and the reference uses it: the noise of a sprite's record is the one under alpha
+    ref = ev.ImageReference(x, toy_model(), ["jpeg85"], colour=colour, alpha=alpha)
+    xp = ev.composite(np.clip(colour.astype(int) + 3, 0, 255).astype(np.uint8), alpha)
+    rec = ev.score_image(ref, xp, damage=False)
+    assert rec["noise"]["under_alpha"]
+    assert abs(rec["noise"]["ssimulacra2"] - ev.ssimulacra2(x, xp)) <= 0.5
+    with pytest.raises(ev.EvaluationError, match="composited"):
+        ev.ImageReference(colour, toy_model(), colour=colour, alpha=alpha)
+
+
+# --- the replay gain --------------------------------------------------------------------------
+
+
+def test_replay_gain_uses_the_noise_of_the_protected_images_visibility() -> None:
+    x = artwork()
+    yy, xx = np.mgrid[0 : x.shape[0], 0 : x.shape[1]]
+    wave = 6 * np.sin(xx / 5.0)[:, :, None] * np.array([1.0, -1.0, 0.5])
+    xp = np.clip(x + wave, 0, 255).astype(np.uint8)
+    half = np.clip(x + wave / 2, 0, 255).astype(np.uint8)
+    ref = ev.ImageReference(x, toy_model(), ["none", "jpeg85"])
+    for replay, expected in ((xp, "same"), (x, "zero"), (half, "less")):
+        rec = ev.score_image(ref, xp, damage=False, replay=replay)
+        assert rec["replay"]["ssimulacra2"] == pytest.approx(ev.ssimulacra2(x, replay))
+        for t in ("none", "jpeg85"):
+            row = rec["transforms"][t]
+            assert row["S_replay"] == pytest.approx(
+                ev.latent_shift(toy_model().encode(pt.apply(t, replay)),
+                                toy_model().encode(pt.apply(t, x))), rel=1e-4)  # fmt: skip
+            assert row["G_replay"] == pytest.approx(row["S_replay"] / row["S_noise"])
+            if expected == "same":
+                assert row["G_replay"] == pytest.approx(row["G"])
+            elif expected == "zero":
+                assert row["G_replay"] == 0
+            else:
+                assert 0 < row["G_replay"] < row["G"]
+    summary = ev.summarize([rec])
+    assert summary.transforms["jpeg85"]["G_replay"] == rec["transforms"]["jpeg85"]["G_replay"]
