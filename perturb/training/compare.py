@@ -20,19 +20,21 @@ from PIL import Image
 from perturb.training import evaluate as ev
 from perturb.training.calibrate import GRID, Sample, curves, solve
 from perturb.training.export import load_model
-from perturb.training.generator import PatternProtector
+from perturb.training.generator import KeyedProtector
 
 
-def perturb_fn(model: PatternProtector):
-    """uint8 H×W×3, strength → uint8 H×W×3, reflect-padded to the model's tile like the engine."""
-    t = model.cfg.tile
+def perturb_fn(model: KeyedProtector, seed: int = 0):
+    """uint8 H×W×3, strength → uint8 H×W×3, reflect-padded to the model's size multiple like the
+    engine, with the same key for every call (comparisons, unlike protections, repeat)."""
+    t = model.size_multiple
 
     @torch.no_grad()
     def run(rgb: np.ndarray, strength: float) -> np.ndarray:
         x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
         h, w = x.shape[-2:]
         x = torch.nn.functional.pad(x, (0, (-w) % t, 0, (-h) % t), mode="reflect")
-        y = model(x, torch.tensor(strength))[0, :, :h, :w]
+        key = model.draw_key(1, *x.shape[-2:], torch.Generator().manual_seed(seed))
+        y = model(x, torch.tensor(strength), key)[0, :, :h, :w]
         return ev.to_uint8(y.permute(1, 2, 0).numpy())
 
     return run

@@ -1,8 +1,10 @@
 """Artwork loading for training and validation.
 
 Images come from `<shared>/data/artworks/{train,val}/`. Per EVALUATION.md's honesty rules, images
-with transparency are composited over mid-grey (128) so that RGB is what is trained on and scored;
-alpha never enters the loss. `val/` is for tuning and reporting; `train/` is only trained on.
+with transparency are scored composited over mid-grey (128). Training crops keep colour and alpha
+apart, as the product sees them: the generator perturbs the stored colour (also under transparent
+pixels), and the loss compares both sides composited over grey, so only what shows counts.
+`val/` is for tuning and reporting; `train/` is only trained on.
 """
 
 from __future__ import annotations
@@ -46,6 +48,17 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def to_rgba(img: Image.Image) -> Image.Image:
+    """RGBA with straight (not premultiplied) colour; opaque images get alpha 255."""
+    return img.convert("RGBA")
+
+
+def composite(rgba: torch.Tensor) -> torch.Tensor:
+    """N×4×H×W colour + alpha in [0, 1] → N×3×H×W composited over grey 128 (EVALUATION.md)."""
+    colour, alpha = rgba[:, :3], rgba[:, 3:]
+    return alpha * colour + (1 - alpha) * (GREY / 255)
+
+
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     arr = np.asarray(img, dtype=np.float32) / 255.0
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
@@ -56,10 +69,12 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def load_rgb(path: Path, max_side: int | None = None, multiple: int = 1) -> torch.Tensor:
-    """3×H×W float in [0, 1]; optionally downscaled to `max_side` and cropped to a `multiple`."""
+def load_rgb(path: Path, max_side: int | None = None, multiple: int = 1,
+             alpha: bool = False) -> torch.Tensor:
+    """3×H×W float in [0, 1] (4×H×W colour + alpha with `alpha`); optionally downscaled to
+    `max_side` and cropped to a `multiple`."""
     with Image.open(path) as im:
-        img = to_rgb(im)
+        img = to_rgba(im) if alpha else to_rgb(im)
     if max_side and max(img.size) > max_side:
         scale = max_side / max(img.size)
         img = img.resize(
@@ -72,7 +87,8 @@ def load_rgb(path: Path, max_side: int | None = None, multiple: int = 1) -> torc
 
 
 class CropSampler:
-    """Random crops from a set of images, held in memory (the corpus is small: ≤ 1024 px each).
+    """Random 4×S×S crops (colour + alpha) from a set of images, held in memory (the corpus is
+    small: ≤ 1024 px each); `composite` turns a batch into what is scored.
 
     Each image is kept at full size and at a random smaller scale is cropped on the fly, so the
     generator sees both native detail and downscaled content.
@@ -80,7 +96,7 @@ class CropSampler:
 
     def __init__(self, paths: list[Path], max_side: int = 1024, seed: int = 0,
                  cache: Path | None = None) -> None:
-        key = [str(p) for p in paths] + [str(max_side)]
+        key = [str(p) for p in paths] + [str(max_side), "rgba"]
         if cache is not None and cache.is_file():
             stored = torch.load(cache, weights_only=False)
             if stored.get("key") == key:
@@ -88,8 +104,8 @@ class CropSampler:
             else:
                 cache.unlink()
         if cache is None or not cache.is_file():  # decoding hundreds of images costs a minute
-            self.images = [(load_rgb(p, max_side=max_side) * 255).round().to(torch.uint8)
-                           for p in paths]
+            self.images = [(load_rgb(p, max_side=max_side, alpha=True) * 255).round()
+                           .to(torch.uint8) for p in paths]
             if cache is not None:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 torch.save({"key": key, "images": self.images}, cache)

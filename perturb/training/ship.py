@@ -1,6 +1,6 @@
 """Ship a checkpoint: checked ONNX export, preset calibration and model card in onnx_models/.
 
-    python -m perturb.training.ship runs/main/model.pt --id sfumato-pattern-v2 --shared ../shared
+    python -m perturb.training.ship runs/main/model.pt --id sfumato-keyed-v3 --shared ../shared
 
 Writes `onnx_models/<id>.onnx` and `onnx_models/<id>.json` (the card of docs/architecture.md). The
 card's metrics are measured here on `val/`; the reported efficacy numbers come from
@@ -22,19 +22,29 @@ from perturb import models as perturb_models
 from perturb.training.calibrate import GRID, TARGETS, Calibration, calibrate, load_sample
 from perturb.training.data import list_images, load_rgb
 from perturb.training.export import OPSET, check, load_model, sha256_bytes, to_onnx_bytes
-from perturb.training.generator import PatternProtector, macs_per_pixel
+from perturb.training.generator import KeyedProtector, macs_per_pixel
 from perturb.training.surrogates import TAEF2_FILES, sha256_file
 
 
-def large_images(model: PatternProtector) -> dict:
-    """How the engine should cut big images: a model that looks at the image (mask, selector)
-    needs overlapping tiles to blend; a lone universal pattern is context-free, so tiles (on
-    multiples of the pattern) join exactly without overlap."""
-    context_free = not (model.uses_mask or model.uses_selector)
-    return {"mode": "tile", "tile": 1024, "overlap": 0 if context_free else 64}
+def contract(model: KeyedProtector) -> dict:
+    """The card's contract: inputs (the key among them), outputs, size multiple, large images.
+
+    The generator looks at a few cells around each pixel, so big images are cut into tiles that
+    overlap and blend; each tile gets its slice of the frame's one key field, so tiles agree."""
+    key = "float32 [N,C,H/s,W/s] i.i.d. standard normal, fresh per image and frame"
+    return {
+        "inputs": {"image": "float32 [N,3,H,W] sRGB in [0,1]", "strength": "float32 scalar",
+                   "key": key},
+        "outputs": {"protected": "float32 [N,3,H,W] in [0,1]"},
+        "key": {"input": "key", "channels": model.cfg.key_channels, "scale": model.cfg.scale,
+                "distribution": "standard_normal"},
+        "size_multiple": model.size_multiple,
+        "large_images": {"mode": "tile", "tile": 1024, "overlap": 64},
+        "opset": OPSET,
+    }
 
 
-def card(model_id: str, version: str, onnx_bytes: bytes, model: PatternProtector,
+def card(model_id: str, version: str, onnx_bytes: bytes, model: KeyedProtector,
          cal: Calibration | None, training: dict, data: dict, surrogates: list[dict],
          metrics: dict) -> dict:
     """The model card; `cal` None writes a provisional card (contract only) to calibrate with."""
@@ -48,13 +58,7 @@ def card(model_id: str, version: str, onnx_bytes: bytes, model: PatternProtector
         "version": version,
         "file": f"{model_id}.onnx",
         "sha256": sha256_bytes(onnx_bytes),
-        "contract": {
-            "inputs": {"image": "float32 [N,3,H,W] sRGB in [0,1]", "strength": "float32 scalar"},
-            "outputs": {"protected": "float32 [N,3,H,W] in [0,1]"},
-            "size_multiple": model.cfg.tile,
-            "large_images": large_images(model),
-            "opset": OPSET,
-        },
+        "contract": contract(model),
         "presets": presets,
         "coverage": coverage,
         "training": training,
@@ -77,9 +81,10 @@ def product_scores(onnx: Path, paths: list[Path]) -> list[float]:
     from perturb.training import evaluate as ev
 
     scores = []
-    for p in paths:
+    for i, p in enumerate(paths):  # fixed keys (seed): the card's numbers are reproducible
         x = ev.decode_rgb(p)
-        out = protect(p.read_bytes(), strength="default", model=str(onnx), ai_reservation=False)
+        out = protect(p.read_bytes(), strength="default", model=str(onnx), ai_reservation=False,
+                      seed=i)
         scores.append(ev.ssimulacra2(x, ev.decode_rgb(out.data)))
     return scores
 
@@ -87,7 +92,7 @@ def product_scores(onnx: Path, paths: list[Path]) -> list[float]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", type=Path)
-    ap.add_argument("--id", default="sfumato-pattern-v2")
+    ap.add_argument("--id", default="sfumato-keyed-v3")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--shared", type=Path, default=Path("../shared"))
     ap.add_argument("--out-dir", type=Path, default=Path("onnx_models"))
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(a.checkpoint)
     onnx_bytes = to_onnx_bytes(model)
     val_paths = list_images(a.shared, "val")
-    check_imgs = [load_rgb(p, max_side=512, multiple=model.cfg.tile) for p in val_paths[:6]]
+    check_imgs = [load_rgb(p, max_side=512, multiple=model.size_multiple) for p in val_paths[:6]]
     worst = check(model, onnx_bytes, check_imgs)
     print(f"ONNX vs PyTorch max abs diff {worst:.2e}; {len(onnx_bytes) / 1024:.0f} KiB")
     step = max(1, len(val_paths) // a.calibration_images)
@@ -115,7 +120,12 @@ def main(argv: list[str] | None = None) -> None:
         provisional.with_suffix(".json").write_text(json.dumps(
             card(a.id, a.version, onnx_bytes, model, None, {}, {}, [], {})))
         engine_model = perturb_models.load_model(provisional)
-        cal = calibrate(engine_model.perturb, samples,
+
+        def perturb(rgb: np.ndarray, strength: float) -> np.ndarray:
+            # the same key for every image and strength: smooth, reproducible curves
+            return engine_model.perturb(rgb, strength, rng=np.random.default_rng(0))
+
+        cal = calibrate(perturb, samples,
                         progress=lambda i: print(f"  calibrated {i}/{len(samples)}", flush=True))
     print("presets:", cal.presets, "coverage exponent:", cal.exponent)
     vis = {name: visibility_stats(cal.at(s), "interpolated") for name, s in cal.presets.items()}

@@ -1,9 +1,11 @@
 """Train the protection model (CPU, resumable). `python -m perturb.training.train --help`.
 
-Each step: random crops from `train/`, protected at strength 1 by the generator, both passed through
-the same random platform transform (JPEG / resize+JPEG / noise+JPEG / identity, sub-tile crop), and
-the generator is pushed to maximise the log latent shift (latents plus intermediate feature maps) of
-every surrogate encoder. The budget is fixed during training; strength presets are calibrated after.
+Each step: random crops (colour + alpha) from `train/`, their colour protected at strength 1 by the
+generator — the keyed design with a fresh random key per crop — both sides composited over grey and
+passed through the same random platform transform (JPEG / resize+JPEG / noise+JPEG / identity,
+sub-tile crop), and the generator is pushed to maximise the log latent shift (latents plus
+intermediate feature maps) of every surrogate encoder, under a visibility hinge and an optional
+JPEG-size hinge. Strength presets are calibrated after.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from perturb.training.data import CropSampler, list_images, load_rgb
-from perturb.training.generator import GeneratorConfig, PatternProtector
+from perturb.training.data import CropSampler, composite, list_images, load_rgb
+from perturb.training.generator import GeneratorConfig, KeyedProtector
+from perturb.training.jpeg_rate import JpegRate
 from perturb.training.losses import decoy_loss, normalised_shift, shift_loss
 from perturb.training.surrogates import Surrogate, load_surrogate
 from perturb.training.transforms import MIXTURE, Transform, quantize_st, sample_transform
@@ -29,29 +32,30 @@ from perturb.training.visibility import ssimulacra2
 # ---- configuration (defaults of the shipped run; every field is a command-line flag) ----
 @dataclass
 class TrainConfig:
-    run: str = "runs/pattern"  # checkpoints and log
+    run: str = "runs/keyed"  # checkpoints and log
     surrogates: str = "taef2"  # comma-separated specs (see surrogates.load_surrogate)
     tap_weights: tuple[float, ...] = (0.5, 0.5, 1.0, 1.0, 2.0)  # full, 1/2, 1/4, 1/8, latents
     minutes: float = 60.0  # wall-clock budget of this run (the loop stops after it)
     max_steps: int = 100_000
     batch: int = 8
     crops: tuple[int, ...] = (128,)
-    lr_patterns: float = 0.03
     lr_net: float = 1e-2
     # probability of identity / jpeg / resize-jpeg / noise-jpeg in the expectation over transforms
     transform_mix: tuple[float, ...] = tuple(p for _, p in MIXTURE)
     decoy_weight: float = 0.0  # > 0 adds the targeted decoy term
     visibility_target: float = 70.0  # SSIMULACRA 2 of each crop the budget is held at (0 = off)
     visibility_weight: float = 0.3  # hinge weight per point the batch mean is below the target
-    reset_amplitude: bool = False  # with --init: restart the amplitude head at sigmoid(0)
+    # reward per SSIMULACRA 2 point: G compares with noise of equal visibility, and noise's log
+    # shift falls ~0.1 per point, so −log S − 0.1·SSIMULACRA 2 tracks −log G (shape, not amplitude)
+    visibility_gain: float = 0.0
+    rate_weight: float = 0.0  # > 0: hinge on the estimated JPEG size ratio (protected / clean)
+    rate_target: float = 1.3  # the size ratio above which the hinge acts
+    rate_quality: int = 95  # the quantisation tables the size is estimated with
     checkpoint_minutes: float = 3.0
     eval_every: int = 50
     threads: int = 2
     seed: int = 0
-    # the shipped design: one universal 64-px pattern, no mask, no selector (docs/model.md says
-    # why); the mixture of patterns with a selector and a mask stays available through --g-* flags
-    generator: GeneratorConfig = field(default_factory=lambda: GeneratorConfig(
-        patterns=1, tile=64, amplitude=False, mask_floor=1.0))
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
 
 
 def decoy_texture(size: int = 64) -> torch.Tensor:
@@ -69,12 +73,10 @@ class Trainer:
         self.surrogates = surrogates
         self.data = train_set
         self.val = val_images
-        self.model = PatternProtector(cfg.generator)
-        pats = [self.model.patterns]
-        rest = [p for n, p in self.model.named_parameters() if n != "patterns"]
-        self.opt = torch.optim.Adam(
-            [{"params": pats, "lr": cfg.lr_patterns}, {"params": rest, "lr": cfg.lr_net}]
-        )
+        self.model = KeyedProtector(cfg.generator)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr_net)
+        self.keys = torch.Generator().manual_seed(cfg.seed + 1)  # training keys (not secrets)
+        self.rate = JpegRate(cfg.rate_quality) if cfg.rate_weight > 0 else None
         self.step = 0
         self.elapsed = 0.0
         self.rng = random.Random(cfg.seed)
@@ -90,7 +92,7 @@ class Trainer:
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
                 "elapsed": self.elapsed, "rng": self.rng.getstate(), "history": self.history,
-                "config": config_dict(self.cfg)}
+                "keys": self.keys.get_state(), "config": config_dict(self.cfg)}
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,14 +107,24 @@ class Trainer:
         self.step, self.elapsed = st["step"], st["elapsed"]
         self.rng.setstate(st["rng"])
         self.history = st.get("history", [])
+        if "keys" in st:
+            self.keys.set_state(st["keys"])
+
+    def protect(self, colour: torch.Tensor, strength: float = 1.0,
+                keys: torch.Generator | None = None) -> torch.Tensor:
+        """The generator on a batch of colour at `strength`, with a fresh key per crop."""
+        n, _, h, w = colour.shape
+        key = self.model.draw_key(n, h, w, keys or self.keys)
+        return self.model(colour, strength, key)
 
     # -- one optimisation step --
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         size = self.rng.choice(cfg.crops)
-        x = self.data.batch(cfg.batch, size)
+        crop = self.data.batch(cfg.batch, size)
         t = sample_transform(self.rng, mixture=self.mixture)
-        x_adv = self.model(x, 1.0)
+        x = composite(crop)
+        x_adv = composite(torch.cat([self.protect(crop[:, :3]), crop[:, 3:]], 1))
         loss = x.new_zeros(())
         logs: dict[str, float] = {}
         tx, tadv = t(x), t(x_adv)
@@ -123,11 +135,18 @@ class Trainer:
             logs.update({f"{s.name}.{k}": v for k, v in lg.items()})
             if self.decoy is not None:
                 loss = loss + cfg.decoy_weight * decoy_loss(s, tadv, self.decoy[i])
-        if cfg.visibility_target > 0:
+        if cfg.visibility_target > 0 or cfg.visibility_gain > 0:
             vis = ssimulacra2(x, quantize_st(x_adv))
             # on the batch mean: the generator may spend more on textured crops, less on flat ones
             loss = loss + cfg.visibility_weight * torch.relu(cfg.visibility_target - vis.mean())
+            loss = loss - cfg.visibility_gain * vis.mean()
             logs["ss2"] = vis.mean().item()
+        if self.rate is not None:
+            with torch.no_grad():
+                clean_bits = self.rate(x)
+            ratio = self.rate(quantize_st(x_adv)) / clean_bits.clamp_min(1e-3)
+            loss = loss + cfg.rate_weight * torch.relu(ratio - cfg.rate_target).mean()
+            logs["size"] = ratio.mean().item()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -140,11 +159,12 @@ class Trainer:
         """Median log10 latent shift on fixed val crops under JPEG 85 (a training signal only;
         the scored numbers come from bench/efficacy.py)."""
         t = Transform("jpeg85", quality=85)
+        keys = torch.Generator().manual_seed(12345)  # the same keys at every evaluation
         vals = []
         for x in self.val:
             x = x.unsqueeze(0)
             s = self.surrogates[0]
-            vals.append(math.log10(normalised_shift(s.encoder(t(self.model(x, 1.0))),
+            vals.append(math.log10(normalised_shift(s.encoder(t(self.protect(x, 1.0, keys))),
                                                     s.encoder(t(x))).item()))
         vals.sort()
         return {"val_log10_shift_jpeg85": vals[len(vals) // 2]}
@@ -166,6 +186,7 @@ class Trainer:
                                 if ".tap" in k)
                 print(f"step {self.step} loss {logs['loss']:+.3f} [{logs['transform']}] {taps} "
                       f"ss2 {logs.get('ss2', float('nan')):.1f} "
+                      f"size {logs.get('size', float('nan')):.2f} "
                       f"{ips:.2f} it/s ETA {eta / 60:.1f} min", flush=True)
             if self.step % cfg.eval_every == 0:
                 ev = self.evaluate()
@@ -227,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
                             cache=Path("runs") / "cache" / "train-768.pt" if a.cache else None)
     val = []
     for p in list_images(a.shared, "val")[: a.val_images]:
-        v = load_rgb(p, max_side=256, multiple=cfg.generator.tile)
+        v = load_rgb(p, max_side=256, multiple=KeyedProtector(cfg.generator).size_multiple)
         val.append(v)
     trainer = Trainer(cfg, surrogates, train_set, val)
     if a.resume and (run_dir / "ckpt.pt").is_file():
@@ -236,9 +257,6 @@ def main(argv: list[str] | None = None) -> None:
     elif a.init:
         trainer.model.load_state_dict(torch.load(a.init, map_location="cpu",
                                                  weights_only=False)["model"])
-        if cfg.reset_amplitude:
-            with torch.no_grad():
-                trainer.model.selector[-1].bias[-1] = 0.0
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config_dict(cfg), indent=2))
     trainer.run(run_dir)

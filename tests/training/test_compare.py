@@ -1,22 +1,27 @@
-"""compare.py: a checkpoint runs like the engine (padded to its tile, cropped back, 8-bit)."""
+"""compare.py: a checkpoint runs like the engine (padded to its size multiple, cropped back,
+8-bit), with a fixed key so that comparisons repeat."""
 
 import numpy as np
 import torch
 from PIL import Image
 
 from perturb.training.compare import load_images, perturb_fn
-from perturb.training.generator import GeneratorConfig, PatternProtector
+from perturb.training.generator import GeneratorConfig, KeyedProtector
 
 
 def test_perturb_fn_pads_crops_and_scales_with_strength() -> None:
     torch.manual_seed(0)
-    model = PatternProtector(GeneratorConfig(patterns=1, tile=32, amplitude=False,
-                                             mask_floor=1.0)).eval()
+    model = KeyedProtector(GeneratorConfig(hidden=8)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.6)
     run = perturb_fn(model)
-    rgb = np.full((40, 50, 3), 128, np.uint8)  # not a multiple of the tile
+    rgb = np.full((40, 50, 3), 128, np.uint8)  # not a multiple of the size multiple
     weak, strong = run(rgb, 0.2), run(rgb, 1.0)
     assert weak.shape == rgb.shape and weak.dtype == np.uint8
     assert np.array_equal(run(rgb, 0.0), rgb)
+    assert np.array_equal(run(rgb, 1.0), strong)  # the same key every call
+    assert not np.array_equal(perturb_fn(model, seed=1)(rgb, 1.0), strong)
     d_weak = np.abs(weak.astype(int) - 128).mean()
     assert 0 < d_weak < np.abs(strong.astype(int) - 128).mean()
 

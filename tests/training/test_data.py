@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from perturb.training.data import CropSampler, DataError, list_images, load_rgb, to_rgb
+from perturb.training.data import (
+    CropSampler,
+    DataError,
+    composite,
+    list_images,
+    load_rgb,
+    to_rgb,
+)
 
 
 def test_transparent_pixels_become_grey_128() -> None:
@@ -46,5 +53,20 @@ def test_crops_always_have_the_requested_size(tmp_path_factory, w: int, h: int, 
     p = tmp_path_factory.mktemp("img") / "x.png"
     Image.new("RGB", (w, h), (200, 100, 0)).save(p)
     batch = CropSampler([p], seed=w * h).batch(3, size)
-    assert batch.shape == (3, 3, size, size)
+    assert batch.shape == (3, 4, size, size)  # colour + alpha
     assert float(batch.min()) >= 0 and float(batch.max()) <= 1
+    assert torch.allclose(batch[:, 3], torch.ones_like(batch[:, 3]), atol=1e-5)  # opaque
+
+
+def test_crops_keep_colour_under_alpha_and_composite_like_the_benchmark(tmp_path: Path) -> None:
+    p = tmp_path / "sprite.png"
+    img = Image.new("RGBA", (40, 40), (250, 10, 10, 0))  # colour stored under transparency
+    img.paste((20, 200, 20, 255), (0, 0, 40, 20))
+    img.save(p)
+    batch = CropSampler([p], seed=1).batch(4, 40)
+    assert batch[:, 0].max() > 0.9  # the hidden red is kept, as the engine sees it
+    shown = composite(batch)
+    assert shown.shape == (4, 3, 40, 40)
+    hidden = batch[:, 3:] == 0
+    grey = torch.full_like(shown, 128 / 255)
+    assert torch.allclose(shown[hidden.expand_as(shown)], grey[hidden.expand_as(shown)])

@@ -1,4 +1,5 @@
-"""The ONNX export contract: names, dtypes, dynamic shapes, strength 0 = identity, range [0, 1]."""
+"""The ONNX export contract: names, dtypes, dynamic shapes, the key input, strength 0 = identity,
+range [0, 1]."""
 
 import numpy as np
 import onnx
@@ -7,22 +8,32 @@ import pytest
 import torch
 
 from perturb.training.export import ExportError, check, to_onnx_bytes
-from perturb.training.generator import GeneratorConfig, PatternProtector, macs_per_pixel
+from perturb.training.generator import GeneratorConfig, KeyedProtector, macs_per_pixel
+
+CFG = GeneratorConfig(key_channels=3, scale=8, hidden=8)
 
 
 @pytest.fixture(scope="module")
-def exported() -> tuple[PatternProtector, bytes]:
+def exported() -> tuple[KeyedProtector, bytes]:
     torch.manual_seed(0)
-    model = PatternProtector(GeneratorConfig(patterns=4, hidden=8)).eval()
-    with torch.no_grad():  # make the untrained net non-trivial: random selector, amplitude ~1
-        for p in model.selector.parameters():
-            p.normal_(0, 0.5)
+    model = KeyedProtector(CFG).eval()
+    with torch.no_grad():  # make the untrained net non-trivial: every layer non-linear
+        for p in model.parameters():
+            p.normal_(0, 0.6)
     return model, to_onnx_bytes(model)
 
 
-def run(data: bytes, x: np.ndarray, s: float) -> np.ndarray:
+def key_for(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    n, _, h, w = shape
+    return np.random.default_rng(seed).standard_normal(
+        (n, CFG.key_channels, h // CFG.scale, w // CFG.scale), dtype=np.float32)
+
+
+def run(data: bytes, x: np.ndarray, s: float, key: np.ndarray | None = None) -> np.ndarray:
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    return sess.run(["protected"], {"image": x, "strength": np.array(s, np.float32)})[0]
+    key = key_for(x.shape) if key is None else key
+    return sess.run(["protected"], {"image": x, "strength": np.array(s, np.float32),
+                                    "key": key})[0]
 
 
 def test_graph_signature(exported) -> None:
@@ -30,27 +41,30 @@ def test_graph_signature(exported) -> None:
     m = onnx.load_from_string(data)
     assert max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) >= 17
     ins = {i.name: i for i in m.graph.input}
-    assert list(ins) == ["image", "strength"]
+    assert list(ins) == ["image", "strength", "key"]
     assert [o.name for o in m.graph.output] == ["protected"]
     image_dims = [d.dim_param or d.dim_value for d in ins["image"].type.tensor_type.shape.dim]
     assert image_dims[1] == 3 and all(isinstance(d, str) for d in image_dims[::2] + image_dims[3:])
+    key_dims = [d.dim_param or d.dim_value for d in ins["key"].type.tensor_type.shape.dim]
+    assert key_dims[1] == CFG.key_channels and all(isinstance(d, str) for d in key_dims[2:])
     assert len(ins["strength"].type.tensor_type.shape.dim) == 0
     for v in (*m.graph.input, *m.graph.output):
         assert v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert len(data) < 10 * 1024 * 1024
 
 
-# H and W are multiples of the tile (32), the card's size_multiple: the engine pads to it.
+# H and W are multiples of the size multiple (8), to which the engine pads.
 @pytest.mark.parametrize(
-    "shape", [(1, 3, 32, 32), (2, 3, 64, 96), (1, 3, 160, 32), (1, 3, 96, 224)]
+    "shape", [(1, 3, 8, 8), (2, 3, 64, 96), (1, 3, 160, 32), (1, 3, 96, 224)]
 )
 def test_dynamic_shapes_match_pytorch(exported, shape) -> None:
     model, data = exported
     x = np.random.default_rng(1).random(shape, dtype=np.float32)
-    out = run(data, x, 1.5)
+    key = key_for(shape, 2)
+    out = run(data, x, 1.5, key)
     assert out.shape == shape and out.dtype == np.float32
     with torch.no_grad():
-        ref = model(torch.from_numpy(x), torch.tensor(1.5)).numpy()
+        ref = model(torch.from_numpy(x), torch.tensor(1.5), torch.from_numpy(key)).numpy()
     assert np.abs(out - ref).max() <= 1e-4
 
 
@@ -69,41 +83,25 @@ def test_strength_zero_is_identity_and_output_in_range(exported) -> None:
     assert d2 > 1.5 * d1  # strength scales the perturbation
 
 
+def test_the_key_decides_the_perturbation(exported) -> None:
+    _, data = exported
+    x = np.full((1, 3, 64, 64), 0.5, np.float32)
+    k = key_for(x.shape, 3)
+    a, b, c = run(data, x, 1.0, k), run(data, x, 1.0, key_for(x.shape, 4)), run(data, x, 1.0, -k)
+    assert np.abs(a - b).mean() > 0.2 * np.abs(a - x).mean()
+    np.testing.assert_allclose(c - x, -(a - x), atol=1e-5)  # odd in the key
+
+
 def test_check_rejects_a_mismatching_model(exported) -> None:
     model, data = exported
-    other = PatternProtector(GeneratorConfig(patterns=4, hidden=8)).eval()
+    other = KeyedProtector(CFG).eval()
     with torch.no_grad():
-        other.patterns.mul_(-1)
+        for p, q in zip(other.parameters(), model.parameters(), strict=True):
+            p.copy_(-q)
     with pytest.raises(ExportError, match="differs"):
         check(other, data, [torch.rand(3, 64, 64)])
 
 
 def test_compute_budget() -> None:
-    assert macs_per_pixel(GeneratorConfig()) < 1000
-
-
-@pytest.mark.parametrize("mask_floor", [1.0, 0.4])
-def test_single_pattern_exports_without_the_selector(mask_floor) -> None:
-    """One pattern at full amplitude skips the selector net (and, with floor 1, the mask): the
-    graph is a broadcast add, and it still matches PyTorch, on a tile of 64 as well."""
-    torch.manual_seed(3)
-    cfg = GeneratorConfig(patterns=1, amplitude=False, mask_floor=mask_floor, tile=64)
-    model = PatternProtector(cfg).eval()
-    data = to_onnx_bytes(model)
-    ops = {n.op_type for n in onnx.load_from_string(data).graph.node}
-    assert "Conv" not in ops and "Softmax" not in ops
-    assert ("AveragePool" in ops) == (mask_floor < 1)
-    x = np.random.default_rng(4).random((2, 3, 128, 192), dtype=np.float32)
-    with torch.no_grad():
-        ref = model(torch.from_numpy(x), torch.tensor(0.7)).numpy()
-    assert np.abs(run(data, x, 0.7) - ref).max() <= 1e-4
-    # context-free without the mask: every tile-aligned block gets the same perturbation
-    if mask_floor == 1.0:
-        flat = np.full((1, 3, 128, 128), 0.5, np.float32)
-        d = run(data, flat, 1.0) - flat
-        assert np.allclose(d[..., :64, :64], d[..., 64:, 64:], atol=1e-6)
-        assert np.abs(d).max() > 0.01
-
-
-def test_single_pattern_costs_almost_nothing() -> None:
-    assert macs_per_pixel(GeneratorConfig(patterns=1, amplitude=False, mask_floor=1.0)) < 20
+    """Convolutions at 1/8 resolution: a few hundred multiply-adds per pixel at most."""
+    assert macs_per_pixel(GeneratorConfig()) < 500

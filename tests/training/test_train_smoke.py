@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from perturb.engine import protect
-from perturb.training.data import CropSampler
+from perturb.training.data import CropSampler, composite
 from perturb.training.generator import GeneratorConfig
 from perturb.training.ship import main as ship_main
 from perturb.training.surrogates import TAEF2_TAPS, Surrogate, taef2_encoder
@@ -38,32 +38,45 @@ def random_surrogate() -> Surrogate:
 
 
 def test_training_steps_change_the_generator(tmp_path: Path) -> None:
-    cfg = TrainConfig(run=str(tmp_path / "run"), batch=2, crops=(32, 64),
-                      generator=GeneratorConfig(patterns=4, tile=32, hidden=8))
+    cfg = TrainConfig(run=str(tmp_path / "run"), batch=2, crops=(32, 64), rate_weight=0.1,
+                      rate_target=1.0, visibility_gain=0.1, generator=GeneratorConfig(hidden=8))
     data = CropSampler(write_images(tmp_path / "train"), seed=0)
-    trainer = Trainer(cfg, [random_surrogate()], data, [data.images[0][:, :64, :64].float() / 255])
+    trainer = Trainer(cfg, [random_surrogate()], data,
+                      [data.images[0][:3, :64, :64].float() / 255])
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    losses = [trainer.train_step()["loss"] for _ in range(3)]
-    assert all(np.isfinite(losses))
+    logs = [trainer.train_step() for _ in range(3)]
+    assert all(np.isfinite(lg["loss"]) and lg["size"] > 0 for lg in logs)
     after = trainer.model.state_dict()
-    assert not torch.equal(before["patterns"], after["patterns"])
-    assert not torch.equal(before["selector.0.weight"], after["selector.0.weight"])
+    for name in ("gate.0.weight", "key_in.weight", "mix.weight", "out.weight"):
+        assert not torch.equal(before[name], after[name]), name
     assert np.isfinite(trainer.evaluate()["val_log10_shift_jpeg85"])
 
 
+def test_transparent_pixels_do_not_count_in_the_loss(tmp_path: Path) -> None:
+    """The loss compares composites: perturbing colour under alpha 0 changes nothing scored."""
+    folder = tmp_path / "train"
+    folder.mkdir()
+    Image.new("RGBA", (64, 64), (200, 40, 40, 0)).save(folder / "clear.png")
+    cfg = TrainConfig(batch=1, crops=(32,), visibility_target=0, generator=GeneratorConfig())
+    trainer = Trainer(cfg, [random_surrogate()], CropSampler([folder / "clear.png"]), [])
+    crop = trainer.data.batch(1, 32)
+    protected = trainer.protect(crop[:, :3])
+    assert not torch.equal(protected, crop[:, :3])  # the colour under alpha was perturbed
+    assert torch.equal(composite(torch.cat([protected, crop[:, 3:]], 1)), composite(crop))
+
+
 def test_decoy_term_trains(tmp_path: Path) -> None:
-    cfg = TrainConfig(batch=2, crops=(32,), decoy_weight=0.5,
-                      generator=GeneratorConfig(patterns=2, hidden=4))
+    cfg = TrainConfig(batch=2, crops=(32,), decoy_weight=0.5, generator=GeneratorConfig(hidden=4))
     data = CropSampler(write_images(tmp_path / "train", 1), seed=0)
     trainer = Trainer(cfg, [random_surrogate()], data, [])
     assert trainer.decoy is not None and trainer.decoy[0].shape[1] == 32
-    before = trainer.model.patterns.detach().clone()
+    before = trainer.model.out.weight.detach().clone()
     assert np.isfinite(trainer.train_step()["loss"])
-    assert not torch.equal(before, trainer.model.patterns)
+    assert not torch.equal(before, trainer.model.out.weight)
 
 
 def test_checkpoint_resume_restores_state(tmp_path: Path) -> None:
-    cfg = TrainConfig(batch=1, crops=(32,), generator=GeneratorConfig(patterns=2, hidden=4))
+    cfg = TrainConfig(batch=1, crops=(32,), generator=GeneratorConfig(hidden=4))
     data = CropSampler(write_images(tmp_path / "train", 1), seed=0)
     a = Trainer(cfg, [random_surrogate()], data, [])
     a.train_step()
@@ -72,7 +85,9 @@ def test_checkpoint_resume_restores_state(tmp_path: Path) -> None:
     b = Trainer(cfg, [random_surrogate()], data, [])
     b.load(tmp_path / "ckpt.pt")
     assert b.step == 7
-    assert torch.equal(a.model.patterns, b.model.patterns)
+    assert torch.equal(a.model.out.weight, b.model.out.weight)
+    # the training keys continue where they stopped, not from the start
+    assert torch.equal(a.keys.get_state(), b.keys.get_state())
 
 
 def test_main_runs_end_to_end_on_a_shared_layout(tmp_path: Path) -> None:
@@ -83,12 +98,12 @@ def test_main_runs_end_to_end_on_a_shared_layout(tmp_path: Path) -> None:
     torch.save(taef2_encoder().state_dict(), shared / "surrogates" / "taef2_encoder.pth")
     run = tmp_path / "run"
     main(["--shared", str(shared), "--run", str(run), "--max-steps", "2", "--batch", "1",
-          "--crops", "32", "--eval-every", "1", "--g-patterns", "2", "--g-hidden", "4"])
+          "--crops", "32", "--eval-every", "1", "--g-key-channels", "2", "--g-hidden", "4"])
     state = torch.load(run / "model.pt", weights_only=False)
     assert state["step"] == 2 and len(state["history"]) == 2
-    assert state["config"]["generator"]["patterns"] == 2
+    assert state["config"]["generator"]["key_channels"] == 2
     main(["--shared", str(shared), "--run", str(run), "--max-steps", "3", "--batch", "1",
-          "--crops", "32", "--resume", "--g-patterns", "2", "--g-hidden", "4"])
+          "--crops", "32", "--resume", "--g-key-channels", "2", "--g-hidden", "4"])
     assert torch.load(run / "model.pt", weights_only=False)["step"] == 3
     # ship it: export, calibration through the engine, card; the engine then protects with it
     Image.fromarray((np.random.default_rng(1).random((64, 80, 3)) * 255).astype(np.uint8)).save(
@@ -103,8 +118,11 @@ def test_main_runs_end_to_end_on_a_shared_layout(tmp_path: Path) -> None:
     assert card["data"]["images_with_transparency"] == 1
     assert card["metrics"]["ssimulacra2_at_presets"]["default_exact"]["images"] == 2
     src = (shared / "data" / "artworks" / "val" / "opaque.png").read_bytes()
+    assert card["contract"]["key"] == {"input": "key", "channels": 2, "scale": 8,
+                                       "distribution": "standard_normal"}
     protected = protect(src, model=str(out / "tiny-shipped.onnx"))
     assert protected.report.model_id == "tiny-shipped" and protected.data != src
+    assert protect(src, model=str(out / "tiny-shipped.onnx")).data != protected.data  # keyed
 
 
 def test_transforms_keep_shape_rules_and_pass_gradients() -> None:

@@ -1,0 +1,96 @@
+"""The keyed generator: odd in its key (replays cancel nothing), shapes; the JPEG size estimate."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from perturb.training.jpeg_rate import CHROMA_TABLE, LUMA_TABLE, JpegRate, dct_basis, quant_table
+from perturb.training.generator import GeneratorConfig, KeyedProtector
+
+
+def trained_looking(cfg: GeneratorConfig, seed: int = 0) -> KeyedProtector:
+    """An untrained net with weights large enough that every layer is non-linear."""
+    torch.manual_seed(seed)
+    model = KeyedProtector(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.6)
+    return model
+
+
+@settings(max_examples=20, deadline=None)
+@given(scale=st.sampled_from([2, 4, 8]), channels=st.integers(1, 4), cells=st.integers(1, 4),
+       seed=st.integers(0, 1000))
+def test_the_perturbation_is_odd_in_the_key(scale: int, channels: int, cells: int,
+                                            seed: int) -> None:
+    model = trained_looking(GeneratorConfig(key_channels=channels, scale=scale, hidden=6), seed)
+    side = scale * cells * 2
+    x = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(seed))
+    key = model.draw_key(2, side, side, torch.Generator().manual_seed(seed + 1))
+    assert key.shape == (2, channels, side // scale, side // scale)
+    with torch.no_grad():
+        d, d_neg = model.delta(x, key), model.delta(x, -key)
+    assert d.shape == x.shape
+    assert float(d.abs().max()) > 1e-3  # not trivially zero
+    torch.testing.assert_close(d_neg, -d, rtol=0, atol=1e-6)
+    assert float(d.abs().max()) <= model.cfg.eps + 1e-6
+
+
+def test_keys_change_the_perturbation_and_images_shape_it() -> None:
+    model = trained_looking(GeneratorConfig(hidden=8))
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    k1, k2 = (model.draw_key(1, 64, 64, torch.Generator().manual_seed(s)) for s in (4, 5))
+    with torch.no_grad():
+        a, b = model.delta(x, k1), model.delta(x, k2)
+        c = model.delta(torch.flip(x, (-1,)), k1)
+    assert float((a - b).abs().mean()) > 0.2 * float(a.abs().mean())
+    assert float((a - c).abs().mean()) > 0.05 * float(a.abs().mean())
+
+
+def test_subtracting_replays_leaves_the_protection() -> None:
+    """EVALUATION.md's replay: x' − mean_k(protect_k(x') − x') with fresh keys stays protected."""
+    model = trained_looking(GeneratorConfig(hidden=8), seed=2)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(6)) * 0.6 + 0.2
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        xp = model(x, 0.5, model.draw_key(1, 64, 64, g))
+        changes = [model(xp, 0.5, model.draw_key(1, 64, 64, g)) - xp for _ in range(4)]
+    xr = xp - torch.stack(changes).mean(0)
+    assert float((xr - x).norm()) > 0.9 * float((xp - x).norm())
+
+
+@pytest.mark.parametrize("quality", [50, 75, 90, 95])
+def test_quantisation_tables_are_libjpegs(quality: int) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, "JPEG", quality=quality)
+    tables = Image.open(buf).quantization  # row-major, as libjpeg scaled them
+    assert list(tables[0]) == quant_table(LUMA_TABLE, quality).int().tolist()
+    assert list(tables[1]) == quant_table(CHROMA_TABLE, quality).int().tolist()
+
+
+def test_dct_basis_is_orthonormal() -> None:
+    b = dct_basis().reshape(64, 64).double()
+    torch.testing.assert_close(b @ b.T, torch.eye(64, dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+def test_rate_estimate_tracks_real_jpeg_sizes() -> None:
+    """More high-frequency energy → more estimated bits, in the same order as real files."""
+    rng = np.random.default_rng(8)
+    smooth = np.linspace(0, 1, 128)[None, :, None] * np.ones((128, 1, 3))
+    rate = JpegRate(95)
+    estimates, sizes = [], []
+    for amp in (0.0, 0.01, 0.03, 0.08):
+        img = np.clip(smooth + amp * rng.standard_normal(smooth.shape), 0, 1)
+        u8 = (img * 255 + 0.5).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(u8).save(buf, "JPEG", quality=95, subsampling=0)
+        sizes.append(len(buf.getvalue()))
+        t = torch.from_numpy(u8).permute(2, 0, 1)[None].float() / 255
+        estimates.append(float(rate(t)))
+    assert sizes == sorted(sizes) and estimates == sorted(estimates)
+    assert estimates[-1] > 3 * estimates[0]
