@@ -23,7 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "extension or another client with the control API; or list/revoke paired clients.",
     )
     add_data_dir_argument(p)
-    p.add_argument("--ttl", type=float, default=CODE_TTL, help="code lifetime in seconds")
+    p.add_argument(
+        "--ttl",
+        type=float,
+        default=CODE_TTL,
+        help=f"code lifetime in seconds (default: {CODE_TTL:g})",
+    )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--list", action="store_true", help="list paired clients")
     group.add_argument("--revoke", type=int, metavar="ID", help="revoke a paired client's token")

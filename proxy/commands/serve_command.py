@@ -18,7 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "authentication is required).",
     )
     add_data_dir_argument(p)
-    p.add_argument("--proxy-host", default="127.0.0.1", help="proxy listen address")
+    p.add_argument(
+        "--proxy-host",
+        default="127.0.0.1",
+        help="proxy listen address (default: 127.0.0.1, this computer only)",
+    )
     p.add_argument("--proxy-port", type=int, default=8080, help="proxy port (default 8080)")
     p.add_argument("--api-host", help="control API listen address (default: --proxy-host)")
     p.add_argument("--api-port", type=int, default=8765, help="control API port (default 8765)")
@@ -51,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="protection model id or .onnx path (same as --set sfumato_model=...; default: "
         "$SFUMATO_MODEL, else the shipped model)",
     )
-    p.add_argument("--grace", type=float, default=5.0, help="seconds to finish uploads on stop")
+    p.add_argument(
+        "--grace", type=float, default=5.0, help="seconds to finish uploads on stop (default: 5)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="also log mitmproxy's events")
     p.set_defaults(func=run)
 
