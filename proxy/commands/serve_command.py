@@ -63,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from proxy.cli import runnable
     from proxy.serve import ServeConfig, ServeError, serve
     from proxy.structured_log import configure_logging
 
@@ -81,5 +82,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(serve(config, print_fn=lambda text: print(text, flush=True)))
     except ServeError as exc:
-        print(f"sfumato serve: {exc}", file=sys.stderr)
+        print(f"sfumato serve: {runnable(str(exc))}", file=sys.stderr)
         return 2
