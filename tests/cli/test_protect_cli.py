@@ -381,5 +381,6 @@ def test_every_option_with_a_value_states_its_default():
             ):
                 continue
             checked += 1
-            assert "default" in (action.help or ""), f"sfumato {name} {action.option_strings[0]}"
+            option = f"sfumato {name} {action.option_strings[0]}"
+            assert "default" in (action.help or "").lower(), option
     assert checked > 10
