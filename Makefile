@@ -20,12 +20,13 @@ VENV := .venv
 TRAIN_VENV := .venv-train
 SHARED ?= ../shared
 
-.PHONY: help run test test-python test-train test-extension lint train bench browser clean
+.PHONY: help run test test-python test-train test-extension lint train bench browser package clean
 
 help:
 	@echo "make run     start Sfumato (proxy + control API)"
 	@echo "make test    run every test suite (Python, training smoke test, extension)"
 	@echo "make lint    ruff"
+	@echo "make package the browser extension for the Chrome and Firefox stores (extension/dist/)"
 	@echo "make train   train the protection model (needs $(SHARED))"
 	@echo "make bench   latency and efficacy benchmarks"
 
@@ -80,10 +81,14 @@ browser:
 	DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes apt-get install -y -qq --no-install-recommends $$missing >/dev/null && \
 	echo "Installed $$missing."
 
-# Unit tests (node --test), web-ext lint, then the end-to-end tests (Chromium and Firefox, each
-# against a real sfumato serve).
+# Unit tests (node --test), the store packages (web-ext build, web-ext lint), then the end-to-end
+# tests (Chromium and Firefox, each against a real sfumato serve).
 test-extension: $(VENV)/.installed browser
 	cd extension && npm ci --no-audit --no-fund && npm test
+
+# extension/dist/sfumato-<version>-chromium.zip and -firefox.zip (see extension/scripts/package.js).
+package:
+	cd extension && npm ci --no-audit --no-fund && npm run package
 
 train: $(TRAIN_VENV)/.installed
 	$(TRAIN_VENV)/bin/python -m perturb.training.train --shared $(SHARED) --cache --run runs/main
@@ -94,4 +99,4 @@ bench: $(VENV)/.installed $(TRAIN_VENV)/.installed
 	$(TRAIN_VENV)/bin/python bench/efficacy.py --shared $(SHARED)
 
 clean:
-	rm -rf $(VENV) $(TRAIN_VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TRAIN_VENV) .pytest_cache .ruff_cache extension/dist
