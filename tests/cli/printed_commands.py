@@ -19,7 +19,7 @@ from pathlib import Path
 from proxy.cli import SUBCOMMANDS, build_parser
 
 _COMMAND = re.compile(
-    rf"(?P<program>[^\s`'\"(]*sfumato)[ ]+(?P<sub>{'|'.join(SUBCOMMANDS)})(?=[\s`'\")]|$)"
+    rf"(?P<program>[^\s`'\"(=]*sfumato)[ ]+(?P<sub>{'|'.join(SUBCOMMANDS)})(?=[\s`'\")]|$)"
     r"(?P<rest>[^`\n)\"]*)"
 )
 

@@ -5,7 +5,7 @@ import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { attribute, chromiumAvailable, launchWithExtension, text } from "./support/browser.js";
+import { attribute, chromiumAvailable, launchWithExtension, screenshot, text } from "./support/browser.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const EXTENSION = path.resolve(HERE, "..", "..", "src");
@@ -31,7 +31,7 @@ describe("extension in Spanish (Chromium --lang=es)", { timeout: 60000 }, () => 
     assert.equal(await text(popup, "#connection-pill"), "Sin vincular");
     assert.equal(await text(popup, "#pair-now"), "Vincular ahora");
     assert.equal(await attribute(popup, "html", "lang"), "es");
-    await popup.screenshot({ path: path.join(SCREENSHOTS, "popup-es.png") });
+    await screenshot(popup, { path: path.join(SCREENSHOTS, "popup-es.png") });
 
     const options = browser.options;
     assert.equal(await text(options, "h1"), "Ajustes de Sfumato");

@@ -11,7 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { CUSTOM_HOST, SITE_HOST, spkiHash, startArtSite } from "./support/art_site.js";
 import { backendAvailable, buildFixtures, pairingCode, startServe } from "./support/backend.js";
-import { attribute, chooseFile, chromiumAvailable, click, fill, launchWithExtension, text } from "./support/browser.js";
+import { attribute, chooseFile, chromiumAvailable, click, fill, launchWithExtension, screenshot, text } from "./support/browser.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const EXTENSION = path.resolve(HERE, "..", "..", "src");
@@ -195,7 +195,7 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
     await p.waitForSelector('#activity-list li[data-outcome="refused"]');
     assert.equal(await text(p, '#activity-list li[data-outcome="refused"] .reason'), en.refusal_corrupt_image.message);
     assert.equal(await (await worker()).evaluate((id) => chrome.action.getBadgeText({ tabId: id }), tabId), "!");
-    await p.screenshot({ path: path.join(SCREENSHOTS, "popup.png"), fullPage: true });
+    await screenshot(p, { path: path.join(SCREENSHOTS, "popup.png"), fullPage: true });
   });
 
   it("the options page previews original, protected and amplified difference", async () => {
@@ -217,7 +217,7 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
       return lit / (data.length / 4);
     });
     assert.ok(diffLit > 0.5, `the amplified difference shows the perturbation (${diffLit})`);
-    await options.screenshot({ path: path.join(SCREENSHOTS, "options.png"), fullPage: true });
+    await screenshot(options, { path: path.join(SCREENSHOTS, "options.png"), fullPage: true });
     await options.close();
   });
 
@@ -251,7 +251,7 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
     const result = await upload(fixtures.artwork);
     assert.equal(result.status, "network-error");
     assert.equal(site.received.length, before, "nothing reached the site");
-    await p.screenshot({ path: path.join(SCREENSHOTS, "popup-unreachable.png"), fullPage: true });
+    await screenshot(p, { path: path.join(SCREENSHOTS, "popup-unreachable.png"), fullPage: true });
   });
 
   it("backend gone, the user chooses 'go direct, unprotected': uploads leave unchanged", async () => {

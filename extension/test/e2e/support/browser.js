@@ -84,6 +84,12 @@ export async function attribute(page, selector, name) {
 export const fill = (page, selector, value) => page.locator(selector).fill(value);
 export const click = (page, selector) => page.locator(selector).click();
 
+/** A screenshot of a page (brought to the front first: a background tab never paints). */
+export async function screenshot(page, options) {
+  await page.bringToFront();
+  await page.screenshot(options);
+}
+
 /** Choose a file in an <input type=file>, as the file dialog would. */
 export async function chooseFile(page, selector, file) {
   const input = await page.waitForSelector(selector);
