@@ -11,6 +11,7 @@ import io
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,10 @@ from perturb.models import (
     take_model_seconds,
 )
 from perturb.row_blocks import map_row_blocks
+
+# Pillow warns (on stderr) while it reads damaged EXIF; the engine carries or refuses metadata
+# itself and says so in the report, so the warning would only be noise in a user's terminal.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
 # "Changed as the model intended", for outputs that cannot hold the model's pixels exactly
 # (palettes): at least this share of the visible pixels the model changed must change, and the

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import re
+import shlex
+import shutil
 import sys
+import sysconfig
+from pathlib import Path
 
 COMMANDS = [
     "proxy.commands.protect_command",
@@ -19,6 +25,7 @@ COMMANDS = [
     "proxy.commands.doctor_command",
     "proxy.commands.ca_command",
 ]
+SUBCOMMANDS = tuple(name.rsplit(".", 1)[1].removesuffix("_command") for name in COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +37,46 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
     return parser
+
+
+def command_name() -> str:
+    """How the user's shell runs this `sfumato`, for every instruction we print.
+
+    `sfumato` when the shell finds this very installation on PATH; otherwise the absolute path of
+    the installed script (after `make run`: <clone>/.venv/bin/sfumato, which is not on PATH), so
+    a printed command works as printed, from any folder.
+    """
+    script = Path(sysconfig.get_path("scripts")) / ("sfumato.exe" if os.name == "nt" else "sfumato")
+    if not script.is_file():
+        return f"{shlex.quote(sys.executable)} -m proxy.cli"
+    found = shutil.which("sfumato")
+    if found and os.path.samefile(found, script):
+        return "sfumato"
+    return shlex.quote(str(script.absolute()))
+
+
+def command(*words: str, data_dir: Path | None = None) -> str:
+    """A runnable command line: `command("pair")` -> "/home/ana/sfumato/.venv/bin/sfumato pair".
+
+    With `data_dir` other than the default, `--data-dir` follows the subcommand, so the command
+    acts on the same state as the one that printed it.
+    """
+    from proxy.data_dir import default_data_dir
+
+    parts = [command_name(), *words[:1]]
+    if data_dir is not None and Path(data_dir).absolute() != default_data_dir().absolute():
+        parts += ["--data-dir", shlex.quote(str(data_dir))]
+    return " ".join([*parts, *words[1:]])
+
+
+_QUOTED_COMMAND = re.compile(rf"`sfumato (?=(?:{'|'.join(SUBCOMMANDS)})\b)")
+
+
+def runnable(text: str) -> str:
+    """Rewrite the `sfumato ...` commands quoted in a message (from the settings store, the CA,
+    the engine) into commands this shell can run."""
+    name = command_name()
+    return text if name == "sfumato" else _QUOTED_COMMAND.sub(f"`{name} ", text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.certificate_authority import CertificateError, ca_cert_path, ca_certificate_pem
+from proxy.cli import command, runnable
 from proxy.data_dir import database_path
 from proxy.listen_address import connect_host, port_free
 
@@ -90,7 +91,7 @@ def check_data_dir(data_dir: Path) -> Check:
             "data directory",
             False,
             f"{data_dir} does not exist yet",
-            "start `sfumato serve` once (or `make run`) to create it",
+            f"start Sfumato once to create it: `{command('serve', data_dir=data_dir)}`",
         )
     loose = []
     for path in [data_dir, *data_dir.iterdir()]:
@@ -114,7 +115,12 @@ def check_database(data_dir: Path) -> Check:
 
     path = database_path(data_dir)
     if not path.exists():
-        return Check("database", False, f"{path} does not exist yet", "start `sfumato serve` once")
+        return Check(
+            "database",
+            False,
+            f"{path} does not exist yet",
+            f"start Sfumato once to create it: `{command('serve', data_dir=data_dir)}`",
+        )
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
@@ -154,7 +160,12 @@ def check_ca(data_dir: Path) -> tuple[Check, bytes | None]:
     try:
         pem = ca_certificate_pem(data_dir)
     except CertificateError as exc:
-        return Check("CA certificate", False, str(exc), "start `sfumato serve` once"), None
+        path = ca_cert_path(data_dir)
+        if path.exists():  # damaged: the message says what to do
+            detail, _, fix = str(exc).partition("; ")
+            return Check("CA certificate", False, detail, runnable(fix)), None
+        fix = f"start Sfumato once to create it: `{command('serve', data_dir=data_dir)}`"
+        return Check("CA certificate", False, f"{path} does not exist yet", fix), None
     return Check("CA certificate", True, str(ca_cert_path(data_dir))), pem
 
 
@@ -198,17 +209,20 @@ def system_trusts(ca_pem: bytes, stores: list[Path] | None = None) -> bool | Non
     return False
 
 
-def check_trust(ca_pem: bytes | None, ca_file: Path) -> Check:
+def check_trust(ca_pem: bytes | None, ca_file: Path, data_dir: Path | None = None) -> Check:
     if ca_pem is None:
-        return Check("system trust", False, "no CA to check yet", "start `sfumato serve` once")
+        return Check(
+            "system trust", False, "no CA to check yet", "create the CA first (see above)"
+        )
     trusted = system_trusts(ca_pem)
     browsers = "Firefox and Chromium on Linux keep their own stores: import it there too"
+    guide = f"`{command('doctor', '--guide', data_dir=data_dir)}`"
     if trusted is None:
         return Check(
             "system trust",
             False,
             "no system trust store found to check",
-            f"trust {ca_file} as shown in `sfumato doctor --guide`; {browsers}",
+            f"trust {ca_file} as {guide} shows; {browsers}",
         )
     if not trusted:
         return Check(
@@ -216,13 +230,13 @@ def check_trust(ca_pem: bytes | None, ca_file: Path) -> Check:
             False,
             "the system does not trust Sfumato's CA yet (HTTPS through the proxy will fail)",
             f"sudo cp {ca_file} /usr/local/share/ca-certificates/sfumato.crt && "
-            f"sudo update-ca-certificates (Linux; other systems: `sfumato doctor --guide`); "
+            f"sudo update-ca-certificates (Linux; other systems: {guide}); "
             f"{browsers}",
         )
     return Check("system trust", True, f"trusted by the system store; {browsers}")
 
 
-def check_ports(where: Addresses) -> list[Check]:
+def check_ports(where: Addresses, data_dir: Path | None = None) -> list[Check]:
     checks = []
     for what, host, port, flag in (
         ("proxy port", where.proxy_host, where.proxy_port, "--proxy-port"),
@@ -230,7 +244,7 @@ def check_ports(where: Addresses) -> list[Check]:
     ):
         if where.running_pid is not None:
             pid = where.running_pid
-            checks.append(Check(what, True, f"{host}:{port} is used by sfumato serve (pid {pid})"))
+            checks.append(Check(what, True, f"{host}:{port} is used by Sfumato (pid {pid})"))
         elif port_free(host, port):
             checks.append(Check(what, True, f"{host}:{port} is free"))
         else:
@@ -239,20 +253,24 @@ def check_ports(where: Addresses) -> list[Check]:
                     what,
                     False,
                     f"{host}:{port} is taken by another program",
-                    f"stop that program, or start serve with {flag} PORT",
+                    "stop that program, or start Sfumato on another port: "
+                    f"`{command('serve', flag, 'PORT', data_dir=data_dir)}`",
                 )
             )
     return checks
 
 
-def check_proxy(where: Addresses, ca_pem: bytes | None, timeout: float = 3.0) -> Check:
+def check_proxy(
+    where: Addresses, ca_pem: bytes | None, timeout: float = 3.0, data_dir: Path | None = None
+) -> Check:
     """Fetch the API's CA through the proxy: proves the proxy accepts and forwards requests."""
     if where.running_pid is None:
         return Check(
             "proxy",
             False,
-            "sfumato serve is not running",
-            "start it: `sfumato serve` (or `make run`)",
+            "Sfumato is not running",
+            f"start it: `{command('serve', data_dir=data_dir)}` (or `make run` in the Sfumato "
+            "folder)",
         )
     host = connect_host(where.proxy_host)
     url = f"http://{connect_host(where.api_host)}:{where.api_port}/v1/ca.pem"
@@ -266,7 +284,7 @@ def check_proxy(where: Addresses, ca_pem: bytes | None, timeout: float = 3.0) ->
             "proxy",
             False,
             f"cannot reach the proxy at {host}:{where.proxy_port}: {exc}",
-            "check `sfumato serve`'s log; restart it",
+            "check Sfumato's log (the terminal or journal it runs in); restart it",
         )
     finally:
         conn.close()
@@ -278,7 +296,8 @@ def check_proxy(where: Addresses, ca_pem: bytes | None, timeout: float = 3.0) ->
         "proxy",
         False,
         f"{host}:{where.proxy_port} answered {response.status} instead of forwarding",
-        "is another proxy on that port? `sfumato serve --proxy-port PORT`",
+        "is another proxy on that port? start Sfumato on another one: "
+        f"`{command('serve', '--proxy-port', 'PORT', data_dir=data_dir)}`",
     )
 
 
@@ -289,7 +308,7 @@ def run_checks(data_dir: Path, model: str | None, where: Addresses) -> list[Chec
         check_database(data_dir),
         check_model(model),
         ca_check,
-        check_trust(pem, ca_cert_path(data_dir)),
-        *check_ports(where),
-        check_proxy(where, pem),
+        check_trust(pem, ca_cert_path(data_dir), data_dir),
+        *check_ports(where, data_dir),
+        check_proxy(where, pem, data_dir=data_dir),
     ]

@@ -69,6 +69,7 @@ class ActivityRecorder:
             kind=outcome.shape,
             size=outcome.bytes_in,
             reason=outcome.reason or None,
+            code=outcome.code or None,
             model_id=self.model_id() if outcome.outcome == "protected" else None,
             timings={k: float(v) for k, v in (outcome.timings or {}).items()},
             time=outcome.time,

@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.certificate_authority import ca_cert_path, ensure_ca
+from proxy.cli import command
 from proxy.control_api import ControlContext, allowed_host_names, create_app
 from proxy.data_dir import database_path, ensure_private_dir, make_private, private_umask
 from proxy.doctor import running_server
@@ -88,8 +89,8 @@ def check_config(config: ServeConfig) -> dict[str, str]:
     if owned:
         raise ServeError(
             f"--set {', '.join(owned)}: these are stored settings; change them with "
-            "`sfumato sites ...` or the API (PUT /v1/sites/ID, PUT /v1/settings): they apply at "
-            "once"
+            f"`{command('sites')} ...` or the API (PUT /v1/sites/ID, PUT /v1/settings): they "
+            "apply at once"
         )
     flagged = sorted(set(sets) & set(FLAG_OPTIONS))
     if flagged:
@@ -105,9 +106,10 @@ def check_config(config: ServeConfig) -> dict[str, str]:
     ):
         if not port_free(host, port):
             raise ServeError(
-                f"cannot listen on {host}:{port} for the {what}: the port is in use (is `sfumato "
-                f"serve` already running? `sfumato doctor` checks) or {host} is not an address "
-                f"of this machine; change --{what.lower()}-port or --{what.lower()}-host"
+                f"cannot listen on {host}:{port} for the {what}: the port is in use (is Sfumato "
+                f"already running? `{command('doctor', data_dir=config.data_dir)}` checks) or "
+                f"{host} is not an address of this machine; change --{what.lower()}-port or "
+                f"--{what.lower()}-host"
             )
     return sets
 
@@ -191,7 +193,7 @@ async def serve(
     other = running_server(config.data_dir)
     if other and other.get("pid") != os.getpid():
         raise ServeError(
-            f"another sfumato serve (pid {other['pid']}, API {other.get('api')}) already uses "
+            f"another Sfumato server (pid {other['pid']}, API {other.get('api')}) already uses "
             f"{config.data_dir}; stop it first, or use another --data-dir"
         )
     model_spec = sets.get("sfumato_model") or None
@@ -317,7 +319,11 @@ async def serve(
             extra={"proxy": proxy_address, "api": api_url, "model": model.id, "pid": os.getpid()},
         )
         if first_start:
-            print_fn(next_steps(ca_cert_path(data_dir), proxy=proxy_address, api=api_url))
+            print_fn(
+                next_steps(
+                    ca_cert_path(data_dir), proxy=proxy_address, api=api_url, data_dir=data_dir
+                )
+            )
         else:
             print_fn(f"Sfumato: proxy on {proxy_address}, control API on {api_url}")
 

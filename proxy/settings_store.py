@@ -68,6 +68,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE activity ADD COLUMN model_id TEXT;
     CREATE INDEX activity_by_site ON activity (site, id);
     """,
+    # 3: a refusal keeps its code (the X-Sfumato-Error value), so clients can word it in the
+    # user's language.
+    """
+    ALTER TABLE activity ADD COLUMN code TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -174,6 +179,7 @@ class ActivityEvent:
     timings: Mapping[str, float] = field(default_factory=dict)
     time: float | None = None
     id: int | None = None
+    code: str | None = None  # a refusal's X-Sfumato-Error code
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -184,6 +190,7 @@ class ActivityEvent:
             "size": self.size,
             "outcome": self.outcome,
             "reason": self.reason,
+            "code": self.code,
             "model_id": self.model_id,
             "timings": dict(self.timings),
         }
@@ -512,8 +519,9 @@ class SettingsStore:
             raise SettingsError(f"outcome must be one of {OUTCOMES}, not {event.outcome!r}")
         with self._transaction():
             cur = self.conn.execute(
-                "INSERT INTO activity (time, site, kind, size, outcome, reason, timings, model_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO activity"
+                " (time, site, kind, size, outcome, reason, timings, model_id, code)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     time.time() if event.time is None else event.time,
                     event.site,
@@ -523,6 +531,7 @@ class SettingsStore:
                     event.reason,
                     json.dumps(dict(event.timings)),
                     event.model_id,
+                    event.code,
                 ),
             )
             new_id = int(cur.lastrowid or 0)
@@ -556,6 +565,7 @@ class SettingsStore:
                 reason=r["reason"],
                 model_id=r["model_id"],
                 timings=json.loads(r["timings"] or "{}"),
+                code=r["code"],
             )
             for r in rows
         ]

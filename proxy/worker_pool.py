@@ -52,9 +52,11 @@ class WorkerPool:
         self.running += 1
         future = loop.run_in_executor(self._executor, fn, *args)
 
-        def release(_: object) -> None:
+        def release(done: asyncio.Future[T]) -> None:
             self.running -= 1
             self._slots.release()
+            if not done.cancelled():
+                done.exception()  # an overrun job's error: its caller already got PoolTimeout
 
         future.add_done_callback(release)
         remaining = max(0.0, deadline - time.monotonic())

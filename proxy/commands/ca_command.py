@@ -12,6 +12,7 @@ from proxy.certificate_authority import (
     ca_fingerprint,
     ensure_ca,
 )
+from proxy.cli import runnable
 from proxy.data_dir import add_data_dir_argument, resolve_data_dir
 
 
@@ -41,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(ca_certificate_pem(data_dir).decode())
     except CertificateError as exc:
-        print(f"sfumato ca: {exc}", file=sys.stderr)
+        print(f"sfumato ca: {runnable(str(exc))}", file=sys.stderr)
         return 1
     return 0

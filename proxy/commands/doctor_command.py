@@ -21,7 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--proxy-port", type=int, help="proxy port (default: the running server's)")
     p.add_argument("--api-port", type=int, help="API port (default: the running server's)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--guide", action="store_true", help="always print the setup guide")
+    p.add_argument(
+        "--guide",
+        action="store_true",
+        help="also print the setup guide (trust the CA, route the browser, pair the extension)",
+    )
     p.set_defaults(func=run)
 
 
@@ -37,18 +41,28 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"ok": not problems, "checks": [c.to_json() for c in checks]}))
         return 1 if problems else 0
-    for c in checks:
-        print(f"{'ok ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
-        if c.fix:
-            print(f"     fix: {c.fix}")
-    if problems or args.guide:
-        print()
+    # The guide first (on request, or when nothing is set up yet), problems last: a failure and
+    # its fix are what stays on screen.
+    set_up = data_dir.is_dir()
+    if args.guide or not set_up:
         print(
             next_steps(
                 ca_cert_path(data_dir),
                 proxy=f"{where.proxy_host}:{where.proxy_port}",
                 api=f"http://{where.api_host}:{where.api_port}",
+                data_dir=data_dir,
+                started=set_up,
             )
         )
-    print(f"{len(problems)} problem(s) found" if problems else "everything looks right")
-    return 1 if problems else 0
+    for c in checks:
+        if c.ok:
+            print(f"ok   {c.name}: {c.detail}")
+    if not problems:
+        print("everything looks right")
+        return 0
+    print(f"\n{len(problems)} problem(s), each with its fix:")
+    for c in problems:
+        print(f"FAIL {c.name}: {c.detail}")
+        if c.fix:
+            print(f"     fix: {c.fix}")
+    return 1

@@ -10,6 +10,7 @@ import argparse
 import json
 import time
 
+from proxy.cli import command, runnable
 from proxy.data_dir import add_data_dir_argument, database_path, resolve_data_dir
 from proxy.pairing import CODE_TTL, issue_code
 from proxy.settings_store import NotFound, SettingsStore, StoreUnavailable
@@ -23,7 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "extension or another client with the control API; or list/revoke paired clients.",
     )
     add_data_dir_argument(p)
-    p.add_argument("--ttl", type=float, default=CODE_TTL, help="code lifetime in seconds")
+    p.add_argument(
+        "--ttl",
+        type=float,
+        default=CODE_TTL,
+        help=f"code lifetime in seconds (default: {CODE_TTL:g})",
+    )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--list", action="store_true", help="list paired clients")
     group.add_argument("--revoke", type=int, metavar="ID", help="revoke a paired client's token")
@@ -36,13 +42,14 @@ def _when(t: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    data_dir = resolve_data_dir(args.data_dir)
     if not 10 <= args.ttl <= 3600:
         print("sfumato pair: --ttl must be between 10 and 3600 seconds")
         return 2
     try:
-        store = SettingsStore.open(database_path(resolve_data_dir(args.data_dir)))
+        store = SettingsStore.open(database_path(data_dir))
     except StoreUnavailable as exc:
-        print(f"sfumato {args.command}: {exc}")
+        print(f"sfumato pair: {runnable(str(exc))}")
         return 1
     try:
         if args.list:
@@ -50,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps([c.to_json() for c in clients]))
             elif not clients:
-                print("no paired clients; run `sfumato pair` to pair one")
+                print(f"no paired clients; run `{command('pair', data_dir=data_dir)}` to pair one")
             else:
                 print(f"{'ID':>4}  {'NAME':<30}  {'PAIRED':<16}  LAST SEEN")
                 for c in clients:
@@ -61,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 store.revoke_client(args.revoke)
             except NotFound as exc:
-                print(f"sfumato pair: {exc}")
+                print(f"sfumato pair: {runnable(str(exc))}")
                 return 1
             print(f"revoked client {args.revoke}: its token no longer works")
             return 0

@@ -18,7 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "authentication is required).",
     )
     add_data_dir_argument(p)
-    p.add_argument("--proxy-host", default="127.0.0.1", help="proxy listen address")
+    p.add_argument(
+        "--proxy-host",
+        default="127.0.0.1",
+        help="proxy listen address (default: 127.0.0.1, this computer only)",
+    )
     p.add_argument("--proxy-port", type=int, default=8080, help="proxy port (default 8080)")
     p.add_argument("--api-host", help="control API listen address (default: --proxy-host)")
     p.add_argument("--api-port", type=int, default=8765, help="control API port (default 8765)")
@@ -51,12 +55,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="protection model id or .onnx path (same as --set sfumato_model=...; default: "
         "$SFUMATO_MODEL, else the shipped model)",
     )
-    p.add_argument("--grace", type=float, default=5.0, help="seconds to finish uploads on stop")
+    p.add_argument(
+        "--grace", type=float, default=5.0, help="seconds to finish uploads on stop (default: 5)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="also log mitmproxy's events")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from proxy.cli import runnable
     from proxy.serve import ServeConfig, ServeError, serve
     from proxy.structured_log import configure_logging
 
@@ -75,5 +82,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(serve(config, print_fn=lambda text: print(text, flush=True)))
     except ServeError as exc:
-        print(f"sfumato serve: {exc}", file=sys.stderr)
+        print(f"sfumato serve: {runnable(str(exc))}", file=sys.stderr)
         return 2

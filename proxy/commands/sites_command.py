@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from proxy.cli import runnable
 from proxy.data_dir import add_data_dir_argument, database_path, resolve_data_dir
 from proxy.settings_store import (
     Conflict,
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = SettingsStore.open(database_path(resolve_data_dir(args.data_dir)))
     except StoreUnavailable as exc:
-        print(f"sfumato {args.command}: {exc}")
+        print(f"sfumato sites: {runnable(str(exc))}")
         return 1
     try:
         action = args.action or "list"
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         sites = store.sites(builtin)
         defaults = store.defaults()
     except (SettingsError, NotFound, Conflict) as exc:
-        print(f"sfumato sites: {exc}")
+        print(f"sfumato sites: {runnable(str(exc))}")
         return 1
     finally:
         store.close()

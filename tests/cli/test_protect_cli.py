@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from perturb import inspect_marker
-from proxy.cli import main
+from perturb import inspect_marker, protect
+from proxy.cli import build_parser, main
 from tests.engine import samples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +32,10 @@ def tree(tmp_path: Path) -> Path:
     (src / ".hidden").mkdir()
     (src / ".hidden" / "x.png").write_bytes(samples.grey_png())
     return src
+
+
+def contents(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def run(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -63,8 +69,9 @@ def test_failures_are_listed_and_set_the_exit_status(tmp_path: Path, tiny_model:
     assert code == 1
     assert (tmp_path / "out" / "good.png").exists()
     assert not (tmp_path / "out" / "bad.jpg").exists()
-    failures = stdout.split("failures", 1)[1]
-    assert "bad.jpg" in failures and "truncated or damaged" in failures
+    [line] = [line for line in stdout.splitlines() if "bad.jpg" in line]
+    assert line.startswith("FAIL") and "truncated or damaged" in line
+    assert re.search(r"failed\s+1\n", stdout)
 
 
 def test_existing_outputs_and_inputs_are_not_overwritten(tmp_path: Path, tiny_model: str, capsys):
@@ -73,7 +80,7 @@ def test_existing_outputs_and_inputs_are_not_overwritten(tmp_path: Path, tiny_mo
     original = src.read_bytes()
     code, stdout, _ = run("protect", str(src), "-o", str(tmp_path), "--model", tiny_model,
                           capsys=capsys)
-    assert code == 1 and "overwrite the input" in stdout
+    assert code == 1 and "it would replace itself; use --overwrite" in stdout
     assert src.read_bytes() == original
 
     out = tmp_path / "out"
@@ -267,3 +274,176 @@ def _xmp_of(png: bytes):
     info = PngImagePlugin.PngInfo()
     info.add_itxt("XML:com.adobe.xmp", png_xmp(png).decode("utf-8"))
     return info
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_get_the_mode_a_plain_write_gives(tmp_path: Path, tiny_model: str, capsys, umask):
+    src = tmp_path / "a.png"
+    src.write_bytes(samples.grey_png())
+    previous = os.umask(umask)
+    try:
+        code, _, _ = run("protect", str(src), "-o", str(tmp_path / "out"), "--model", tiny_model,
+                         capsys=capsys)
+    finally:
+        os.umask(previous)
+    assert code == 0
+    assert stat.S_IMODE((tmp_path / "out" / "a.png").stat().st_mode) == 0o666 & ~umask
+    assert not list((tmp_path / "out").glob(".sfumato-*"))  # no temporary file left behind
+
+
+def test_a_replaced_output_keeps_its_mode(tmp_path: Path, tiny_model: str, capsys):
+    src = tmp_path / "a.png"
+    src.write_bytes(samples.grey_png())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"old")
+    os.chmod(out / "a.png", 0o640)
+    code, _, _ = run("protect", str(src), "-o", str(out), "--overwrite", "--model", tiny_model,
+                     capsys=capsys)
+    assert code == 0 and inspect_marker((out / "a.png").read_bytes()) is not None
+    assert stat.S_IMODE((out / "a.png").stat().st_mode) == 0o640
+
+
+def test_already_protected_files_are_skipped_and_counted(tree: Path, tmp_path: Path,
+                                                        tiny_model: str, capsys):
+    first = tmp_path / "first"
+    assert run("protect", str(tree), "-o", str(first), "--model", tiny_model, capsys=capsys)[0] == 0
+    before = contents(first)
+    again = tmp_path / "again"
+    code, stdout, _ = run("protect", str(first), "-o", str(again), "--model", tiny_model,
+                          capsys=capsys)
+    assert code == 0
+    assert not again.exists()  # nothing written
+    assert contents(first) == before
+    skips = [line for line in stdout.splitlines() if line.startswith("skip")]
+    assert len(skips) == 3
+    date = inspect_marker(before[first / "cover.jpg"]).date
+    assert f"already protected by tiny-test on {date}; --force to protect again" in skips[0]
+    assert re.search(r"skipped\s+3 \(already protected\)\n", stdout)
+    assert re.search(r"protected\s+0\n", stdout) and re.search(r"failed\s+0\n", stdout)
+
+    code, stdout, _ = run("protect", str(first), "-o", str(again), "--model", tiny_model,
+                          "--json", capsys=capsys)
+    doc = json.loads(stdout)
+    assert doc["summary"]["skipped"] == 3 and doc["summary"]["failed"] == 0
+    assert {f["status"] for f in doc["files"]} == {"skipped"} and all(f["ok"] for f in doc["files"])
+
+    code, stdout, _ = run("protect", str(first), "-o", str(again), "--model", tiny_model,
+                          "--force", capsys=capsys)
+    assert code == 0 and re.search(r"protected\s+3\n", stdout)
+    assert (again / "cover.jpg").read_bytes() != before[first / "cover.jpg"]
+
+
+def test_output_folder_equal_to_input_folder_is_refused_with_the_fix(
+    tree: Path, tiny_model: str, capsys
+):
+    before = contents(tree)
+    code, stdout, stderr = run("protect", str(tree), "-o", str(tree), "--model", tiny_model,
+                               capsys=capsys)
+    assert code == 2 and stdout == ""
+    assert "also the output folder" in stderr
+    assert "another folder" in stderr and "--overwrite to replace them in place" in stderr
+    assert contents(tree) == before
+
+    # in place on request; a second run skips them instead of growing them again
+    code, stdout, _ = run("protect", str(tree), "-o", str(tree) + "/", "--overwrite",
+                          "--model", tiny_model, capsys=capsys)
+    assert code == 0 and re.search(r"protected\s+3\n", stdout)
+    protected = {p: data for p, data in contents(tree).items() if p.suffix != ".txt"}
+    del protected[tree / ".hidden" / "x.png"]  # hidden files are left alone
+    assert all(inspect_marker(data) is not None for data in protected.values())
+    code, stdout, _ = run("protect", str(tree), "-o", str(tree), "--overwrite",
+                          "--model", tiny_model, capsys=capsys)
+    assert code == 0 and re.search(r"skipped\s+3 ", stdout)
+    assert {p: p.read_bytes() for p in protected} == protected
+
+
+def test_each_error_is_said_once_in_words(tmp_path: Path, tiny_model: str, capsys):
+    text = tmp_path / "notes.jpg"
+    text.write_bytes(b"hello, there")
+    missing = tmp_path / "nope.jpg"
+    code, stdout, stderr = run("protect", str(text), str(missing), "-o", str(tmp_path / "o"),
+                               "--model", tiny_model, capsys=capsys)
+    assert code == 1
+    assert stdout.count(str(missing)) == 1
+    assert f"FAIL  {missing}: no such file or folder\n" in stdout
+    assert stdout.count(str(text)) == 1
+    assert f"FAIL  {text}: not an image (only JPEG, PNG" in stdout
+    assert "b'" not in stdout + stderr and "failures" not in stdout
+    assert re.search(r"failed\s+2\n", stdout)
+
+
+def test_sizes_are_printed_per_file_and_in_total(tree: Path, tmp_path: Path, tiny_model: str,
+                                                 capsys):
+    code, stdout, _ = run("protect", str(tree), "-o", str(tmp_path / "o"), "--model", tiny_model,
+                          "--json", capsys=capsys)
+    doc = json.loads(stdout)
+    total_in = sum(f["bytes_in"] for f in doc["files"])
+    total_out = sum(f["bytes_out"] for f in doc["files"])
+    images = [p for p in contents(tree) if p.suffix != ".txt" and ".hidden" not in p.parts]
+    assert doc["summary"]["bytes_in"] == total_in == sum(p.stat().st_size for p in images)
+    outputs = contents(tmp_path / "o")
+    assert doc["summary"]["bytes_out"] == total_out == sum(map(len, outputs.values()))
+    assert doc["summary"]["size_ratio"] == round(total_out / total_in, 3)
+
+    code, stdout, _ = run("protect", str(tree / "cover.jpg"), "-o", str(tmp_path / "t"),
+                          "--model", tiny_model, capsys=capsys)
+    size_in, size_out = (tree / "cover.jpg").stat().st_size, (tmp_path / "t" / "cover.jpg").stat(
+    ).st_size
+    change = f"{size_in / 1000:.0f} kB -> {size_out / 1000:.0f} kB (×{size_out / size_in:.2f})"
+    [line] = [line for line in stdout.splitlines() if line.startswith("ok")]
+    assert line.endswith(change + ")")
+    assert re.search(rf"size\s+{re.escape(change)}\n", stdout)
+
+
+def test_a_file_growing_past_a_site_limit_is_warned(tmp_path: Path, tiny_model: str, capsys,
+                                                    monkeypatch):
+    from proxy.commands import protect_command
+
+    src = tmp_path / "a.png"
+    src.write_bytes(samples.grey_png())
+    protected = protect(src.read_bytes(), model=tiny_model).data
+    limit = (len(src.read_bytes()) + len(protected)) // 2  # between the two sizes
+    monkeypatch.setattr(protect_command, "SIZE_LIMITS",
+                        (protect_command.SizeLimit("Example", limit, "it refuses the upload"),))
+    code, stdout, _ = run("protect", str(src), "-o", str(tmp_path / "o"), "--model", tiny_model,
+                          capsys=capsys)
+    assert code == 0
+    assert "      warning: now over Example's" in stdout
+    assert "limit: it refuses the upload" in stdout
+    assert re.search(r"over a limit\s+1 file\(s\)", stdout)
+
+
+def test_size_warnings_follow_the_cited_limits():
+    from proxy.commands.protect_command import size_warnings
+
+    [bluesky] = size_warnings("JPEG", 1_900_000, 2_100_000)
+    assert "Bluesky's 2 MB limit" in bluesky
+    [x] = size_warnings("PNG", 4_000_000, 5_500_000)  # Bluesky's was passed before protecting
+    assert "X's 5 MB limit" in x
+    assert size_warnings("GIF", 4_000_000, 5_500_000) == ()  # X takes bigger GIFs on the web
+    assert size_warnings("JPEG", 2_100_000, 2_400_000) == ()  # already over before protecting
+    assert size_warnings("JPEG", 100_000, 200_000) == ()
+
+
+def test_every_option_with_a_value_states_its_default():
+    """`--help` of every command says what happens when an option is left out."""
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    checked = 0
+    for name, command_parser in sub.choices.items():
+        choosers = {a for g in command_parser._mutually_exclusive_groups for a in g._group_actions}
+        for action in command_parser._actions:
+            # one value that stands in when the option is left out (not: repeatable options,
+            # flags, or options that pick what the command does, such as `pair --revoke ID`)
+            if (
+                not action.option_strings
+                or type(action) is not argparse._StoreAction
+                or action.required
+                or action in choosers
+            ):
+                continue
+            checked += 1
+            option = f"sfumato {name} {action.option_strings[0]}"
+            assert "default" in (action.help or "").lower(), option
+    assert checked > 10

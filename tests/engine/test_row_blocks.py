@@ -49,6 +49,7 @@ def _in_child(queue: multiprocessing.Queue) -> None:
     queue.put(sum(row_blocks.map_row_blocks(lambda a, b: b - a, 1000, 10)))
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_gets_its_own_pool() -> None:
     row_blocks.map_row_blocks(lambda a, b: None, 1000, 10)  # the parent's pool exists
     context = multiprocessing.get_context("fork")

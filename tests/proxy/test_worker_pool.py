@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 
@@ -87,6 +88,25 @@ async def test_job_exceptions_propagate() -> None:
         await pool.run(fail, timeout=1)
     assert pool.running == 0
     pool.shutdown()
+
+
+async def test_an_overrun_job_that_fails_later_logs_nothing() -> None:
+    """Its caller already got PoolTimeout: no "Future exception was never retrieved" later."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    pool = WorkerPool(1)
+
+    def job() -> None:
+        time.sleep(0.2)
+        raise ValueError("too late")
+
+    with pytest.raises(PoolTimeout):
+        await pool.run(job, timeout=0.05)
+    await pool.run(lambda: None, timeout=5)  # the slot comes back once the job really ended
+    gc.collect()
+    await asyncio.sleep(0)
+    assert reported == []
 
 
 def test_workers_must_be_positive() -> None:

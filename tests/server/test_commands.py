@@ -104,7 +104,30 @@ def test_doctor_on_a_fresh_machine_lists_each_problem_with_a_fix(tmp_path: Path,
     assert code == 1
     assert "FAIL model" in out and "FAIL CA certificate" in out and "FAIL proxy" in out
     assert out.count("fix:") >= 4
-    assert "Next steps" in out  # the same guide serve prints on its first start
+    # nothing set up: the guide (the one serve prints, plus "start it") comes first ...
+    assert out.startswith("Sfumato is not set up yet. To set it up:\n\n1. Start it")
+    # ... and the problems last, each with its fix, so they stay on screen
+    tail = out[out.index("problem(s), each with its fix:"):].splitlines()[1:]
+    assert tail and all(line.startswith(("FAIL ", "     fix: ")) for line in tail)
+    assert tail[0].startswith("FAIL ") and tail[-1].startswith("     fix: ")
+
+
+def test_doctor_prints_the_guide_only_on_request_once_set_up(
+    tmp_path: Path, capsys, tiny_model: Path, data_dir: Path
+):
+    SettingsStore.open(database_path(data_dir)).close()
+    args = ("--data-dir", str(data_dir), "--model", str(tiny_model),
+            "--proxy-port", str(free_port()), "--api-port", str(free_port()))  # fmt: skip
+    code, out, _ = run(capsys, "doctor", *args)
+    assert code == 1  # not running, CA not trusted
+    assert "Next steps" not in out and "To set it up" not in out
+    assert out.splitlines()[-1].startswith("     fix: ")
+    lines = out.splitlines()
+    first_problem = next(i for i, line in enumerate(lines) if line.startswith("FAIL"))
+    assert all(not line.startswith("ok ") for line in lines[first_problem:])
+    code, out, _ = run(capsys, "doctor", *args, "--guide")
+    assert out.startswith("Sfumato is set up. Next steps:")
+    assert out.splitlines()[-1].startswith("     fix: ")
 
 
 def test_doctor_with_state_and_model(tmp_path: Path, capsys, tiny_model: Path, data_dir: Path):

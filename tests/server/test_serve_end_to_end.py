@@ -25,6 +25,7 @@ import bcrypt
 import pytest
 
 from perturb import inspect_marker
+from tests.cli.printed_commands import problems
 from tests.proxy.e2e_support import UploadServer, free_port, make_test_pki
 from tests.server.conftest import png_bytes
 
@@ -228,10 +229,12 @@ async def test_serve_end_to_end(tmp_path: Path, tiny_model: Path):
             )
             assert inspect_marker(sent_image) is not None
 
-                # a second server on the same data dir is refused, the first keeps running
+            # a second server on the same data dir is refused, the first keeps running
+            proxy_port = free_port()
+            api_port = next(p for p in iter(free_port, None) if p != proxy_port)
             second = run_cli(
                 "serve", "--data-dir", str(data_dir),
-                "--proxy-port", str(free_port()), "--api-port", str(free_port()),
+                "--proxy-port", str(proxy_port), "--api-port", str(api_port),
                 env=server.env,
             )  # fmt: skip
             assert second.returncode == 2 and "already uses" in second.stderr
@@ -241,14 +244,16 @@ async def test_serve_end_to_end(tmp_path: Path, tiny_model: Path):
             checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
             for name in ("data directory", "database", "model", "CA certificate", "proxy"):
                 assert checks[name]["ok"], checks[name]
-            assert checks["proxy port"]["ok"] and "sfumato serve" in checks["proxy port"]["detail"]
+            assert checks["proxy port"]["ok"]
+            assert "used by Sfumato" in checks["proxy port"]["detail"]
             assert not checks["system trust"]["ok"] and checks["system trust"]["fix"]
             assert doctor.returncode == 1  # the untrusted CA is a problem
 
         code_, seconds, out, err = server.terminate()
         assert code_ == 0, err
         assert seconds < 5
-        assert "Next steps" in out and "sfumato pair" in out
+        assert "Next steps" in out and "sfumato pair --data-dir" in out
+        assert problems(out) == []  # every command in the guide runs as printed
         assert token not in err and "Sunset" not in err  # no tokens or bodies in the logs
         assert not (data_dir / "server.json").exists()
         assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700

@@ -68,7 +68,7 @@ def test_upgrade_from_version_1_keeps_every_row(tmp_path: Path):
     _v1_database(path)
     store = SettingsStore.open(path)
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.schema_version() == SCHEMA_VERSION == 3
         assert store.defaults().strength == "high"
         assert store.defaults().body_limit == 1048576
         sites = {s.id: s for s in store.sites(builtin_sites())}
@@ -77,6 +77,7 @@ def test_upgrade_from_version_1_keeps_every_row(tmp_path: Path):
         assert find_client(store, "sfm_oldtoken") is not None  # the paired client still works
         [event] = store.activity()
         assert (event.outcome, event.reason, event.timings) == ("refused", "corrupt image", {})
+        assert event.code is None  # recorded before refusals kept their code
         # the new schema's features work on the upgraded database
         store.revoke_client(store.clients()[0].id)
         assert find_client(store, "sfm_oldtoken") is None
@@ -111,6 +112,20 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path):
     path.write_bytes(b"this is a text file, not SQLite" * 100)
     with pytest.raises(StoreUnavailable, match="restore it from a backup"):
         SettingsStore.open(path)
+
+
+def test_a_refusal_keeps_its_code(store: SettingsStore):
+    store.record_activity(ActivityEvent(outcome="refused", reason="bad", code="corrupt-image"))
+    store.record_activity(ActivityEvent(outcome="protected"))
+    assert [e.to_json()["code"] for e in store.activity()] == [None, "corrupt-image"]
+    # the proxy's outcome carries the code into the activity the extension reads
+    from proxy.live_settings import ActivityRecorder
+    from proxy.outcome import Outcome
+
+    ActivityRecorder(store, lambda: None)(
+        Outcome("pixiv", "multipart", "www.pixiv.net", "/", "refused", "too slow", code="timeout")
+    )
+    assert store.activity()[0].code == "timeout"
 
 
 def test_activity_retention_keeps_the_newest(store: SettingsStore):

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from perturb.training.jpeg_rate import CHROMA_TABLE, LUMA_TABLE, JpegRate, dct_basis, quant_table
 from perturb.training.generator import GeneratorConfig, KeyedProtector
+from perturb.training.jpeg_rate import CHROMA_TABLE, LUMA_TABLE, JpegRate, dct_basis, quant_table
 
 
 def trained_looking(cfg: GeneratorConfig, seed: int = 0) -> KeyedProtector:

@@ -6,6 +6,7 @@ import { ApiClient, ApiError, isLoopbackBase, normalizeApiBase } from "./api_cli
 import { customSiteHost, hostOfUrl } from "./hosts.js";
 import { createRouter } from "./messages.js";
 import { Router } from "./routing.js";
+import { refusalText } from "./view_text.js";
 import {
   Connection,
   FAIL_MODES,
@@ -163,8 +164,12 @@ export class Service {
   async notifyRefusal(event) {
     const site = this.state.sites.find((s) => s.id === event.site);
     const name = site ? site.name : event.site || "?";
-    const reason = event.reason || this.t("refusedNoReason");
-    const message = `${reason}\n${event.hint || this.t("refusedWhatToDo")}`;
+    // A known code's text says what happened and what to do, in the user's language; otherwise
+    // the backend's words, and the general advice.
+    const { text, known } = refusalText((key, subs) => this.t(key, subs), event);
+    const message = known
+      ? text
+      : `${text || this.t("refusedNoReason")}\n${event.hint || this.t("refusedWhatToDo")}`;
     const id = `refused-${event.id}`;
     await this.ext.notifications.create(id, {
       type: "basic",

@@ -159,6 +159,7 @@ export function normalizeActivity(payload) {
         site,
         outcome,
         reason: String(e.reason ?? e.message ?? e.detail ?? ""),
+        code: String(e.code ?? ""),
         hint: String(e.hint ?? ""),
         kind: String(e.kind ?? e.request_kind ?? ""),
         size: Number.isFinite(e.size) ? e.size : Number.isFinite(e.image_size) ? e.image_size : null,

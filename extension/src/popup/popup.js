@@ -4,7 +4,7 @@ import { ext } from "../lib/browser_api.js";
 import { localize, timeAgo } from "../lib/i18n.js";
 import { send } from "../lib/messages.js";
 import { ensureSiteAccess } from "../lib/site_access.js";
-import { caText, connectionText, outcomeText } from "../lib/view_text.js";
+import { caText, connectionText, outcomeText, refusalText } from "../lib/view_text.js";
 
 const t = (key, subs) => ext.i18n.getMessage(key, subs) || key;
 const $ = (id) => document.getElementById(id);
@@ -86,10 +86,11 @@ function render(view) {
       when.className = "muted";
       when.textContent = " · " + timeAgo(e.time, Date.now(), ext.i18n.getUILanguage());
       li.append(what, when);
-      if (e.reason) {
+      const reason = e.outcome === "refused" ? refusalText(t, e).text : e.reason;
+      if (reason) {
         const why = document.createElement("div");
         why.className = "reason";
-        why.textContent = e.reason;
+        why.textContent = reason;
         li.append(why);
       }
       return li;

@@ -5,7 +5,7 @@ import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { chromiumAvailable, launchWithExtension } from "./support/browser.js";
+import { attribute, chromiumAvailable, launchWithExtension, screenshot, text } from "./support/browser.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const EXTENSION = path.resolve(HERE, "..", "..", "src");
@@ -19,23 +19,23 @@ describe("extension in Spanish (Chromium --lang=es)", { timeout: 60000 }, () => 
     browser = await launchWithExtension(EXTENSION, { lang: "es" });
   });
   after(async () => {
-    await browser?.context.close().catch(() => {});
+    await browser?.close().catch(() => {});
     if (browser) rmSync(browser.profile, { recursive: true, force: true });
   });
 
   it("the popup and options page are in Spanish, with lang set for screen readers", async () => {
-    const popup = await browser.context.newPage();
-    await popup.setViewportSize({ width: 360, height: 420 });
+    const popup = await browser.newPage();
+    await popup.setViewport({ width: 360, height: 420 });
     await popup.goto(`chrome-extension://${browser.extensionId}/popup/popup.html`);
     await popup.waitForSelector("body[data-ready=true]");
-    assert.equal(await popup.textContent("#connection-pill"), "Sin vincular");
-    assert.equal(await popup.textContent("#pair-now"), "Vincular ahora");
-    assert.equal(await popup.getAttribute("html", "lang"), "es");
-    await popup.screenshot({ path: path.join(SCREENSHOTS, "popup-es.png") });
+    assert.equal(await text(popup, "#connection-pill"), "Sin vincular");
+    assert.equal(await text(popup, "#pair-now"), "Vincular ahora");
+    assert.equal(await attribute(popup, "html", "lang"), "es");
+    await screenshot(popup, { path: path.join(SCREENSHOTS, "popup-es.png") });
 
     const options = browser.options;
-    assert.equal(await options.textContent("h1"), "Ajustes de Sfumato");
-    assert.equal(await options.textContent('label[for="pair-code"]'), "Código de vinculación");
+    assert.equal(await text(options, "h1"), "Ajustes de Sfumato");
+    assert.equal(await text(options, 'label[for="pair-code"]'), "Código de vinculación");
   });
 
   it("keyboard: the pairing form is reachable with Tab and labelled", async () => {

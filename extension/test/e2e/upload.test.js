@@ -1,4 +1,4 @@
-// End to end in real headless Chromium: the unpacked extension, the real `sfumato serve` (tiny
+// End to end in real headless Chromium (puppeteer-core): the unpacked extension, the real `sfumato serve` (tiny
 // test model), and a local HTTPS double of Tumblr's upload form reached offline. Pair through the
 // options page, switch protection in the popup, upload through the page, and check what the
 // site receives. Screenshots of the popup and options page go to SCREENSHOT_DIR.
@@ -11,7 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { CUSTOM_HOST, SITE_HOST, spkiHash, startArtSite } from "./support/art_site.js";
 import { backendAvailable, buildFixtures, pairingCode, startServe } from "./support/backend.js";
-import { chromiumAvailable, launchWithExtension } from "./support/browser.js";
+import { attribute, chooseFile, chromiumAvailable, click, fill, launchWithExtension, screenshot, text } from "./support/browser.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const EXTENSION = path.resolve(HERE, "..", "..", "src");
@@ -35,17 +35,14 @@ async function waitFor(what, fn, timeoutMs = 20000, everyMs = 250) {
 describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 }, () => {
   let tmp, fixtures, site, serve, browser, page, popup, tabId;
 
-  /** The live service worker (MV3 may have restarted it). */
-  async function worker() {
-    const [sw] = browser.context.serviceWorkers();
-    return sw || browser.context.waitForEvent("serviceworker", { timeout: 10000 });
-  }
+  const worker = () => browser.worker();
 
   async function openPopup() {
     if (!popup) {
-      popup = await browser.context.newPage();
-      await popup.setViewportSize({ width: 360, height: 620 });
+      popup = await browser.newPage();
+      await popup.setViewport({ width: 360, height: 620 });
     }
+    await popup.bringToFront();
     await popup.goto(`chrome-extension://${browser.extensionId}/popup/popup.html?tab=${tabId}`);
     await popup.waitForSelector("body[data-ready=true]");
     return popup;
@@ -53,13 +50,12 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
 
   async function setProtection(on, { keyboard = false } = {}) {
     const p = await openPopup();
-    const power = p.locator("#power");
-    if ((await power.getAttribute("aria-checked")) !== String(on)) {
+    if ((await attribute(p, "#power", "aria-checked")) !== String(on)) {
       if (keyboard) {
-        await power.focus();
+        await p.focus("#power");
         await p.keyboard.press("Space");
       } else {
-        await power.click();
+        await click(p, "#power");
       }
     }
     await p.waitForSelector(`#power[aria-checked="${on}"]`);
@@ -68,11 +64,12 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
   /** Upload a file through the site's own form; returns {status, error} as the page saw it. */
   async function upload(file, on = page) {
     const page = on;
-    const n = Number(await page.getAttribute("#result", "data-n"));
-    await page.setInputFiles("#file", file);
-    await page.click("button[type=submit]");
+    await page.bringToFront(); // a background tab gets no animation frames: clicks would wait
+    const n = Number(await attribute(page, "#result", "data-n"));
+    await chooseFile(page, "#file", file);
+    await click(page, "button[type=submit]");
     await page.waitForSelector(`#result[data-n="${n + 1}"]`, { timeout: 30000 });
-    return { status: await page.getAttribute("#result", "data-status"), error: await page.getAttribute("#result", "data-error") };
+    return { status: await attribute(page, "#result", "data-status"), error: await attribute(page, "#result", "data-error") };
   }
 
   before(async () => {
@@ -93,7 +90,7 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
   });
 
   after(async () => {
-    await browser?.context.close().catch(() => {});
+    await browser?.close().catch(() => {});
     await serve?.stop();
     // Kept for a failing CI run: what the backend said (structured logs, no image bytes or tokens).
     if (serve) writeFileSync(path.join(RESULTS, "serve.log"), serve.log());
@@ -104,11 +101,11 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
 
   it("opens its options page on install and pairs there", async () => {
     const options = browser.options;
-    await options.fill("#api-base", serve.api);
-    await options.fill("#pair-code", await pairingCode(path.join(tmp, "data")));
-    await options.click("#pair");
+    await fill(options, "#api-base", serve.api);
+    await fill(options, "#pair-code", await pairingCode(path.join(tmp, "data")));
+    await click(options, "#pair");
     await options.waitForSelector('#connection-pill[data-tone="ok"]');
-    assert.equal(await options.textContent("#connection-pill"), "Connected");
+    assert.equal(await text(options, "#connection-pill"), "Connected");
     await options.waitForSelector('#sites-body button[data-site="tumblr"]');
     const stored = await (await worker()).evaluate(() => chrome.storage.local.get(["token", "apiBase"]));
     assert.equal(stored.apiBase, serve.api);
@@ -117,14 +114,14 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
   });
 
   it("opens the site's upload form and finds it unprotected", async () => {
-    page = await browser.context.newPage();
+    page = await browser.newPage();
     await page.goto(`https://${SITE_HOST}/`);
     const tabs = await (await worker()).evaluate((host) => chrome.tabs.query({ url: `https://${host}/*` }), SITE_HOST);
     assert.equal(tabs.length, 1);
     tabId = tabs[0].id;
     const p = await openPopup();
-    assert.equal(await p.textContent("#site-name"), "Tumblr");
-    assert.equal(await p.getAttribute("#power", "aria-checked"), "false");
+    assert.equal(await text(p, "#site-name"), "Tumblr");
+    assert.equal(await attribute(p, "#power", "aria-checked"), "false");
     const proxy = await (await worker()).evaluate(() => chrome.proxy.settings.get({}));
     assert.notEqual(proxy.value.mode, "pac_script", "nothing is routed while no site is protected");
   });
@@ -152,16 +149,16 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
     const { token } = await (await worker()).evaluate(() => chrome.storage.local.get("token"));
     const api = async (p) => (await fetch(serve.api + p, { headers: { Authorization: `Bearer ${token}` } })).json();
     const p = await openPopup();
-    await p.check('#strength input[value="high"]');
+    await click(p, '#strength input[value="high"]');
     await waitFor("the site's strength in the backend", async () => (await api("/v1/sites")).sites.find((x) => x.id === "tumblr").strength === "high");
-    await p.check('#strength input[value="default"]');
+    await click(p, '#strength input[value="default"]');
     await waitFor("the strength back to default", async () => (await api("/v1/sites")).sites.find((x) => x.id === "tumblr").strength === "default");
-    const options = await browser.context.newPage();
+    const options = await browser.newPage();
     await options.goto(`chrome-extension://${browser.extensionId}/options/options.html`);
     await options.waitForSelector("body[data-ready=true]");
-    await options.selectOption("#default-strength", "low");
+    await options.select("#default-strength", "low");
     await waitFor("the default strength in the backend", async () => (await api("/v1/settings")).strength === "low");
-    await options.selectOption("#default-strength", "default");
+    await options.select("#default-strength", "default");
     await waitFor("the default strength restored", async () => (await api("/v1/settings")).strength === "default");
     await options.close();
   });
@@ -190,19 +187,23 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
     assert.ok(notes);
     const { lastNotification } = await sw.evaluate(() => chrome.storage.local.get("lastNotification"));
     assert.match(lastNotification.title, /Tumblr/);
-    assert.ok(lastNotification.message.length > 20, "the notification explains what to do");
+    // worded by the refusal's code (X-Sfumato-Error), in the browser's language
+    const en = JSON.parse(readFileSync(path.join(EXTENSION, "_locales", "en", "messages.json"), "utf8"));
+    assert.equal(result.error, "corrupt-image");
+    assert.equal(lastNotification.message, en.refusal_corrupt_image.message);
     const p = await openPopup();
     await p.waitForSelector('#activity-list li[data-outcome="refused"]');
+    assert.equal(await text(p, '#activity-list li[data-outcome="refused"] .reason'), en.refusal_corrupt_image.message);
     assert.equal(await (await worker()).evaluate((id) => chrome.action.getBadgeText({ tabId: id }), tabId), "!");
-    await p.screenshot({ path: path.join(SCREENSHOTS, "popup.png"), fullPage: true });
+    await screenshot(p, { path: path.join(SCREENSHOTS, "popup.png"), fullPage: true });
   });
 
   it("the options page previews original, protected and amplified difference", async () => {
-    const options = await browser.context.newPage();
-    await options.setViewportSize({ width: 1100, height: 900 });
+    const options = await browser.newPage();
+    await options.setViewport({ width: 1100, height: 900 });
     await options.goto(`chrome-extension://${browser.extensionId}/options/options.html`);
     await options.waitForSelector("body[data-ready=true]");
-    await options.setInputFiles("#preview-file", fixtures.preview);
+    await chooseFile(options, "#preview-file", fixtures.preview);
     await options.waitForSelector("#preview:not([hidden])", { timeout: 60000 });
     const numbers = await options.$$eval("#preview-numbers dt", (dts) => Object.fromEntries(dts.map((dt) => [dt.textContent, dt.nextElementSibling.textContent])));
     assert.equal(numbers["Model"], "tiny-e2e", "the engine's model id comes from X-Sfumato-Model");
@@ -216,22 +217,22 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
       return lit / (data.length / 4);
     });
     assert.ok(diffLit > 0.5, `the amplified difference shows the perturbation (${diffLit})`);
-    await options.screenshot({ path: path.join(SCREENSHOTS, "options.png"), fullPage: true });
+    await screenshot(options, { path: path.join(SCREENSHOTS, "options.png"), fullPage: true });
     await options.close();
   });
 
   it("an unknown site: 'Protect this site' adds it, and its uploads are protected", async () => {
-    const portfolio = await browser.context.newPage();
+    const portfolio = await browser.newPage();
     await portfolio.goto(`https://${CUSTOM_HOST}/`);
     const [tab] = await (await worker()).evaluate((host) => chrome.tabs.query({ url: `https://${host}/*` }), CUSTOM_HOST);
-    const p = await browser.context.newPage();
-    await p.setViewportSize({ width: 360, height: 620 });
+    const p = await browser.newPage();
+    await p.setViewport({ width: 360, height: 620 });
     await p.goto(`chrome-extension://${browser.extensionId}/popup/popup.html?tab=${tab.id}`);
     await p.waitForSelector("body[data-ready=true]");
-    assert.equal(await p.isVisible("#add-section"), true, "no built-in profile: the popup offers to add the site");
-    await p.click("#add-site");
+    assert.ok(await p.waitForSelector("#add-section", { visible: true }), "no built-in profile: the popup offers to add the site");
+    await click(p, "#add-site");
     await p.waitForSelector('#power[aria-checked="true"]');
-    assert.equal(await p.textContent("#site-name"), "inkwell.example");
+    assert.equal(await text(p, "#site-name"), "inkwell.example");
     await p.close();
     const before = site.received.length;
     const result = await upload(fixtures.artwork, portfolio);
@@ -250,12 +251,12 @@ describe("extension end to end (Chromium + sfumato serve)", { timeout: 180000 },
     const result = await upload(fixtures.artwork);
     assert.equal(result.status, "network-error");
     assert.equal(site.received.length, before, "nothing reached the site");
-    await p.screenshot({ path: path.join(SCREENSHOTS, "popup-unreachable.png"), fullPage: true });
+    await screenshot(p, { path: path.join(SCREENSHOTS, "popup-unreachable.png"), fullPage: true });
   });
 
   it("backend gone, the user chooses 'go direct, unprotected': uploads leave unchanged", async () => {
     const p = await openPopup();
-    await p.check('#unreachable-section input[value="direct"]');
+    await click(p, '#unreachable-section input[value="direct"]');
     await p.waitForFunction(() => document.getElementById("unreachable-text").textContent.includes("UNPROTECTED"));
     const proxy = await (await worker()).evaluate(() => chrome.proxy.settings.get({}));
     assert.notEqual(proxy.value.mode, "pac_script", "nothing is routed to the dead proxy any more");

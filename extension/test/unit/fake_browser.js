@@ -11,9 +11,9 @@ function event() {
   return { addListener: (fn) => listeners.push(fn), listeners };
 }
 
-export function fakeChrome({ tabs = [], firefox = false, levelOfControl = "controlled_by_this_extension" } = {}) {
+export function fakeChrome({ tabs = [], firefox = false, levelOfControl = "controlled_by_this_extension", lang = "en" } = {}) {
   const store = {};
-  const messages = JSON.parse(readMessages());
+  const messages = JSON.parse(readMessages(lang));
   const ext = {
     calls: { proxy: [], notifications: [], badges: {} },
     storage: {
@@ -63,9 +63,9 @@ export function fakeChrome({ tabs = [], firefox = false, levelOfControl = "contr
   return ext;
 }
 
-function readMessages() {
+function readMessages(lang) {
   const here = path.dirname(fileURLToPath(import.meta.url));
-  return readFileSync(path.join(here, "..", "..", "src", "_locales", "en", "messages.json"), "utf8");
+  return readFileSync(path.join(here, "..", "..", "src", "_locales", lang, "messages.json"), "utf8");
 }
 
 /** A fake control API: sites, activity, pairing, and switches to make it fail. */

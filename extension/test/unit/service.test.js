@@ -12,8 +12,8 @@ function pacRoute(config, host) {
   return context.FindProxyForURL(`https://${host}/`, host);
 }
 
-async function pairedService({ tabs = [TUMBLR_TAB], firefox = false, levelOfControl } = {}) {
-  const ext = fakeChrome({ tabs, firefox, levelOfControl });
+async function pairedService({ tabs = [TUMBLR_TAB], firefox = false, levelOfControl, lang } = {}) {
+  const ext = fakeChrome({ tabs, firefox, levelOfControl, lang });
   const backend = fakeBackend();
   let now = 1_700_000_000_000;
   const service = new Service(ext, { fetch: backend.fetch, now: () => now });
@@ -111,6 +111,28 @@ test("a new refused upload raises one notification with the reason and marks the
   assert.equal(ext.calls.badges[7].text, "!");
   const view = (await service.route({ type: "getState", tabId: 7 })).value;
   assert.deepEqual(view.activity.map((e) => e.outcome), ["refused", "protected"]);
+});
+
+test("a refusal is worded by its code in the user's language; unknown codes keep the backend's words", async (t) => {
+  const { ext, backend, service, tick } = await pairedService({ lang: "es" });
+  t.after(() => clearTimeout(service.fastTimer));
+  await service.route({ type: "setSite", siteId: "tumblr", enabled: true });
+  backend.events.unshift({ id: 1, time: 1_700_000_000, site: "tumblr", outcome: "protected" });
+  await service.refresh(); // the first poll only sets the cursor
+  tick(1000);
+  const english = "the PNG file's header is damaged or incomplete (the file is truncated or damaged)";
+  backend.events.unshift({ id: 3, time: 1_700_000_200, site: "tumblr", outcome: "refused", reason: english, code: "corrupt-image" });
+  await service.refresh();
+  tick(1000);
+  backend.events.unshift({ id: 4, time: 1_700_000_300, site: "tumblr", outcome: "refused", reason: "a brand new problem", code: "brand-new" });
+  await service.refresh();
+  const [known, unknown] = ext.calls.notifications;
+  assert.equal(known.title, "Subida a Tumblr rechazada");
+  assert.match(known.message, /^La imagen está dañada o incompleta/);
+  assert.ok(!known.message.includes(english), "no English backend text in the Spanish notification");
+  assert.match(unknown.message, /^a brand new problem\nNo se envió nada/);
+  const view = (await service.route({ type: "getState", tabId: 7 })).value;
+  assert.deepEqual(view.activity.slice(0, 2).map((e) => e.code), ["brand-new", "corrupt-image"]);
 });
 
 test("a revoked token shows as unauthorized; unpairing clears routing", async (t) => {
