@@ -35,8 +35,8 @@ REINIT_DECODER_UNTIL = 6  # decoder layers …5: clamp, projection in, the 1/8-r
 
 def _reset(module: nn.Module, seed: int) -> None:
     torch.manual_seed(seed)
-    for m in module.modules():
-        if hasattr(m, "reset_parameters") and m is not module:
+    for m in module.modules():  # the module itself first, then everything inside it
+        if hasattr(m, "reset_parameters"):
             m.reset_parameters()
 
 
@@ -82,13 +82,14 @@ def sdlike(latent: int = 8, widths: tuple[int, ...] = (32, 64, 96)) -> tuple[nn.
 
 
 def train_autoencoder(enc: nn.Module, dec: nn.Module, data: CropSampler, minutes: float,
-                      lr: float = 1e-3, batch: int = 8, size: int = 128) -> float:
+                      lr: float = 1e-3, batch: int = 8, size: int = 128,
+                      max_steps: int | None = None) -> float:
     """Reconstruction training (L1 + MSE) for a wall-clock budget; returns the last PSNR."""
     params = [p for p in list(enc.parameters()) + list(dec.parameters()) if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     sched_end = time.time() + minutes * 60
     step, last = 0, 0.0
-    while time.time() < sched_end:
+    while time.time() < sched_end and (max_steps is None or step < max_steps):
         x = composite(data.batch(batch, size))
         y = dec(enc(x))
         mse = F.mse_loss(y, x)
@@ -107,11 +108,13 @@ def train_autoencoder(enc: nn.Module, dec: nn.Module, data: CropSampler, minutes
 
 def save(enc: nn.Module, dec: nn.Module, out: Path, name: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
+    for p in list(enc.parameters()) + list(dec.parameters()):
+        p.requires_grad_(False)
     example = torch.rand(1, 3, 64, 64)
     path = out / f"{name}-encoder.pt"
-    torch.jit.save(torch.jit.trace(enc.eval(), example), str(path))
-    z = enc(example)
-    torch.jit.save(torch.jit.trace(dec.eval(), z), str(out / f"{name}-decoder.pt"))
+    with torch.no_grad():
+        torch.jit.save(torch.jit.trace(enc.eval(), example), str(path))
+        torch.jit.save(torch.jit.trace(dec.eval(), enc(example)), str(out / f"{name}-decoder.pt"))
     return path
 
 
