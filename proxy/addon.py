@@ -31,13 +31,14 @@ if __package__ in (None, ""):
 from mitmproxy import ctx, exceptions, http  # noqa: E402
 from mitmproxy.addonmanager import Loader  # noqa: E402
 
-from proxy import chunked_upload, site_profiles  # noqa: E402
-from proxy.image_protection import ImageProtector  # noqa: E402
+from proxy import site_profiles  # noqa: E402
 from proxy.outcome import Outcome, OutcomeKind  # noqa: E402
-from proxy.refusal import Refusal, refusal_from_engine_error, refusal_response  # noqa: E402
 from proxy.site_profiles import SiteProfile, UploadMatch  # noqa: E402
-from proxy.upload_rewrite import Rewrite, UploadRequest, rewrite_upload  # noqa: E402
-from proxy.worker_pool import PoolTimeout, WorkerPool  # noqa: E402
+from proxy.uploads import x_media_upload as chunked_upload  # noqa: E402
+from proxy.uploads.image_protection import ImageProtector  # noqa: E402
+from proxy.uploads.refusal import Refusal, refusal_from_engine_error, refusal_response  # noqa: E402
+from proxy.uploads.upload_rewrite import Rewrite, UploadRequest, rewrite_upload  # noqa: E402
+from proxy.uploads.worker_pool import PoolTimeout, WorkerPool  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from proxy.refusal import PROTECT_FIRST, Refusal, refusal_from_engine_error
+from proxy.uploads.refusal import PROTECT_FIRST, Refusal, refusal_from_engine_error
 
 # Formats the engine protects, by magic bytes (the engine's own sniff_format is preferred).
 _SUPPORTED_MAGIC: tuple[tuple[bytes, str], ...] = (

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from proxy.refusal import PROTECT_FIRST
+from proxy.uploads.refusal import PROTECT_FIRST
 
 
 class SignedUploadError(ValueError):

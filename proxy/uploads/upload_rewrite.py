@@ -14,9 +14,11 @@ from typing import Literal
 
 from mitmproxy import http
 
-from proxy import data_urls, multipart, raw_body, signed_upload
-from proxy.image_protection import ImageProtector, ImageResult, is_image, sniff_supported
-from proxy.refusal import PROTECT_FIRST, Refusal
+from proxy.uploads import header_fixes as raw_body
+from proxy.uploads import multipart, signed_upload
+from proxy.uploads import text_images as data_urls
+from proxy.uploads.image_protection import ImageProtector, ImageResult, is_image, sniff_supported
+from proxy.uploads.refusal import PROTECT_FIRST, Refusal
 
 _KNOWN_ENCODINGS = {"", "identity", "gzip", "deflate", "br", "zstd"}
 

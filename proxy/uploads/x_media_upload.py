@@ -23,10 +23,10 @@ import zlib
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote
 
-from proxy import multipart
-from proxy.image_protection import ImageProtector, is_image
-from proxy.refusal import Refusal
-from proxy.upload_rewrite import Rewrite, UploadRequest
+from proxy.uploads import multipart
+from proxy.uploads.image_protection import ImageProtector, is_image
+from proxy.uploads.refusal import Refusal
+from proxy.uploads.upload_rewrite import Rewrite, UploadRequest
 
 MAX_TRACKED = 256
 # X's size limits per media type (bytes); a raised declaration never goes beyond them.

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy import data_urls
+from proxy.uploads import text_images as data_urls
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 3
 

@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy import raw_body
+from proxy.uploads import header_fixes as raw_body
 
 PARAMS = '{"media_type":1,"upload_id":"1700","upload_media_height":800,"upload_media_width":600}'
 

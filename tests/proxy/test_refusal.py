@@ -7,8 +7,8 @@ import json
 import pytest
 
 import perturb
-from proxy.image_protection import ImageProtector, is_image, sniff_other_image
-from proxy.refusal import ERROR_HEADER, Refusal, refusal_from_engine_error, refusal_response
+from proxy.uploads.image_protection import ImageProtector, is_image, sniff_other_image
+from proxy.uploads.refusal import ERROR_HEADER, Refusal, refusal_from_engine_error, refusal_response
 
 
 def test_json_response_by_default_with_header_and_cors() -> None:

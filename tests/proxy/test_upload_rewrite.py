@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mitmproxy import http
 
-from proxy.image_protection import ImageProtector, is_image
-from proxy.refusal import Refusal
-from proxy.upload_rewrite import UploadRequest, rewrite_upload
+from proxy.uploads.image_protection import ImageProtector, is_image
+from proxy.uploads.refusal import Refusal
+from proxy.uploads.upload_rewrite import UploadRequest, rewrite_upload
 from tests.proxy.helpers import MULTIPART_CT, file_field, form_field, multipart_body
 
 
@@ -80,7 +80,7 @@ def test_random_forms_without_images_are_forwarded_untouched(fields) -> None:
 
 class Unchanged(ImageProtector):
     def __call__(self, data: bytes, exact_length: int | None = None):
-        from proxy.image_protection import ImageResult
+        from proxy.uploads.image_protection import ImageResult
 
         return ImageResult(data, protected=False, reason="test")
 
