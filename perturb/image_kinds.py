@@ -16,10 +16,14 @@ Each signature says how far it can be trusted:
 
 from __future__ import annotations
 
+import io
 import re
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+from PIL import Image
 
 PROTECTABLE = ("JPEG", "PNG", "WEBP", "GIF")
 _HEAD = 8192  # bytes any check reads (ISO BMFF brand lists, SVG prologues)
@@ -343,3 +347,17 @@ def image_offsets(
                 if _matches(sig, head, strict=True):
                     yield start, _name(sig, head)
             pos = data.find(sig.magic, pos + 1)
+
+
+def pixel_count(data: bytes) -> int:
+    """How many pixels decoding `data` makes (all frames), read from its header; 0 if the
+    header cannot be read (the engine then refuses the file before decoding it)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+                frames = 1 if im.format == "JPEG" else int(getattr(im, "n_frames", 1))
+    except Exception:
+        return 0
+    return width * height * frames

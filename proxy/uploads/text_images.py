@@ -1,8 +1,14 @@
-"""Base64 `data:image/...` URLs inside JSON, form-urlencoded or plain text bodies.
+"""Images written as text: base64 inside `data:` URLs or as bare strings (JSON fields, XML,
+plain text), and form-urlencoded fields.
 
-Only the data URLs change; every other byte of the body is kept. In JSON the base64 may use the
-`\\/` escape for `/` (kept in the same style on output); in forms the URL is percent-encoded.
-`transform(image_bytes, mime) -> bytes` does the protection; this module knows no engine.
+Only the runs that change are rewritten; every other byte of the body is kept. A base64 run is
+found whatever surrounds it: JSON's `\\/` escape for `/` and line breaks (literal, or JSON's
+`\\n` escape) may occur inside it and are kept in the same style on output, as are the URL-safe
+alphabet and missing padding. A run is decoded when it starts like an image (by strict magic
+bytes), when a `data:` URL declares its type, or when it is long enough to hold an image
+somewhere inside (the caller then searches the decoded bytes).
+`transform(decoded, declared_type) -> bytes` does the rest and returns its input object when
+nothing changed; this module knows no engine.
 """
 
 from __future__ import annotations
@@ -11,96 +17,166 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
-from typing import Literal
-from urllib.parse import quote, unquote_plus
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
-BodyKind = Literal["json", "form", "text"]
-Transform = Callable[[bytes, str], bytes]
+from perturb.image_kinds import sniff_image
+
+Transform = Callable[[bytes, str | None], bytes]
+Range = tuple[int, int]
+
+# Decoded and searched even without an image at its start: could hold an image inside.
+SEARCH_RUNS_FROM = 1024
 
 
-class DataUrlError(ValueError):
-    """A data URL that claims to be a base64 image but does not decode."""
+class Base64Error(ValueError):
+    """A run that claims to be an image (data:image URL, image magic) but does not decode."""
 
 
-# data:image/png;base64,....  (parameters such as ;name=x.png allowed before ;base64)
-_TEXT_RE = re.compile(
-    rb"data:(image(?:/|\\/)[A-Za-z0-9.+-]+)((?:;[A-Za-z0-9!#$&+.^_`|~=-]+)*);base64,"
-    rb"((?:[A-Za-z0-9+=]|\\?/)*)"
+_CHARS = rb"(?:[A-Za-z0-9+/_-]|\\/)"
+# At least 16 characters (the shortest image is longer), then more lines of the same run.
+_RUN = re.compile(
+    _CHARS + rb"{16,}(?:(?:\\r\\n|\\n|\r\n|\n)" + _CHARS + rb"+)*(?:=|\\u003[dD]){0,2}"
 )
-_FORM_PREFIX_RE = re.compile(r"^data:(image/[A-Za-z0-9.+-]+)((?:;[^;,]+)*);base64,(.*)$", re.S)
+_DATA_URL = re.compile(
+    rb"data:([A-Za-z0-9!#$&^_.+-]+(?:/|\\/)[A-Za-z0-9!#$&^_.+-]+)?"
+    rb"((?:;[A-Za-z0-9!#$&'*+.^_`|~=%-]+)*);base64,$",
+    re.I,
+)
+_BREAK = re.compile(rb"\\r\\n|\\n|\r\n|\n")
 
 
-def _decode(payload: bytes) -> bytes:
+def _clean(run: bytes) -> bytes:
+    """The base64 characters of a run (escapes and line breaks removed)."""
+    run = _BREAK.sub(b"", run).replace(b"\\/", b"/")
+    return re.sub(rb"\\u003[dD]", b"=", run)
+
+
+def _decode(chars: bytes) -> bytes:
+    text = chars.rstrip(b"=")
+    if len(text) % 4 == 1:
+        raise binascii.Error("impossible base64 length")
+    text += b"=" * (-len(text) % 4)
+    if b"-" in text or b"_" in text:
+        if b"+" in text or b"/" in text:
+            raise binascii.Error("mixed base64 alphabets")
+        return base64.b64decode(text, altchars=b"-_", validate=True)
+    return base64.b64decode(text, validate=True)
+
+
+def _head_is_image(chars: bytes) -> bool:
     try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError) as err:
-        raise DataUrlError(f"a data:image URL is not valid base64 ({err})") from None
+        head = _decode(chars[:64][: len(chars[:64]) // 4 * 4])
+    except (binascii.Error, ValueError):
+        return False
+    return sniff_image(head, strict=True) is not None
 
 
-def _rewrite_text(body: bytes, transform: Transform, json_escapes: bool) -> tuple[bytes, int]:
+def _wrapped_run(run: bytes) -> bytes:
+    """The part of a run that is one base64 text wrapped at a fixed width (all lines as long
+    as the first, the last one no longer): text on the next line is not part of it."""
+    breaks = list(_BREAK.finditer(run))
+    if not breaks:
+        return run
+    width = len(_clean(run[: breaks[0].start()]))
+    start = breaks[0].end()
+    for index, found in enumerate(breaks[1:] + [None]):
+        end = found.start() if found is not None else len(run)
+        line = len(_clean(run[start:end]).rstrip(b"="))
+        if line > width or (found is not None and line != width):
+            return run[: breaks[index].start()] if line > width else run[:end]
+        if found is not None:
+            start = found.end()
+    return run
+
+
+def _without_last_line(run: bytes) -> bytes:
+    """A wrapped run without its last line (which may be a word that follows the base64)."""
+    breaks = list(_BREAK.finditer(run))
+    return run[: breaks[-1].start()] if breaks else run
+
+
+def _encode_like(data: bytes, original: bytes) -> bytes:
+    """Base64 of `data` in the style of the `original` run."""
+    cleaned = _clean(original)
+    urlsafe = b"-" in cleaned or b"_" in cleaned
+    text = base64.urlsafe_b64encode(data) if urlsafe else base64.b64encode(data)
+    if not cleaned.endswith(b"="):
+        text = text.rstrip(b"=")
+    elif b"\\u003" in original:
+        text = text.replace(b"=", original[original.index(b"\\u003") :][:6])
+    if b"\\/" in original:
+        text = text.replace(b"/", b"\\/")
+    found = _BREAK.search(original)
+    if found is not None:
+        width = len(_clean(original[: found.start()])) or 76
+        lines = [text[i : i + width] for i in range(0, len(text), width)]
+        text = found.group(0).join(lines)
+    return text
+
+
+def rewrite_text(body: bytes, transform: Transform) -> tuple[bytes, list[Range]]:
+    """Hand every image-like base64 run of `body` to `transform`; returns the new body and the
+    ranges of `body` that were decoded and handed over (searched: the caller needs not search
+    their raw bytes again). Raises Base64Error."""
     out: list[bytes] = []
+    handled: list[Range] = []
     last = 0
-    count = 0
-    for match in _TEXT_RE.finditer(body):
-        payload = match.group(3)
-        if not payload:
+    for match in _RUN.finditer(body):
+        run = _wrapped_run(match.group(0))
+        run_end = match.start() + len(run)
+        chars = _clean(run)
+        declared = None
+        if body[max(0, match.start() - 7) : match.start()].lower() == b"base64,":
+            prefix = _DATA_URL.search(body, max(0, match.start() - 300), match.start())
+            if prefix is not None:
+                mime = (prefix.group(1) or b"text/plain").replace(b"\\/", b"/")
+                declared = mime.decode().lower()
+        image_head = _head_is_image(chars)
+        if not (declared or image_head or len(chars) >= SEARCH_RUNS_FROM):
             continue
-        escaped = b"\\/" in payload
-        if escaped and not json_escapes:
+        try:
+            decoded = _decode(chars)
+        except (binascii.Error, ValueError) as err:
+            shorter = _without_last_line(run)
+            try:
+                decoded = _decode(_clean(shorter))
+            except (binascii.Error, ValueError):
+                if image_head or (declared or "").startswith("image/"):
+                    raise Base64Error(
+                        f"an image written as base64 does not decode ({err})"
+                    ) from None
+                continue
+            run, run_end = shorter, match.start() + len(shorter)
+        handled.append((match.start(), run_end))
+        new = transform(decoded, declared)
+        if new is decoded:
             continue
-        raw = payload.replace(b"\\/", b"/") if json_escapes else payload
-        if b"\\" in raw:
-            continue
-        mime = match.group(1).decode("ascii").replace("\\/", "/")
-        new = base64.b64encode(transform(_decode(raw), mime))
-        if escaped:
-            new = new.replace(b"/", b"\\/")
-        out.append(body[last : match.start(3)])
-        out.append(new)
-        last = match.end(3)
-        count += 1
-    if not count:
-        return body, 0
+        out += [body[last : match.start()], _encode_like(new, run)]
+        last = run_end
+    if not out:
+        return body, handled
     out.append(body[last:])
-    return b"".join(out), count
+    return b"".join(out), handled
 
 
-def _rewrite_form(body: bytes, transform: Transform) -> tuple[bytes, int]:
-    pieces = body.split(b"&")
-    count = 0
-    for i, piece in enumerate(pieces):
+def rewrite_form(body: bytes, transform: Callable[[bytes], bytes]) -> tuple[bytes, list[Range]]:
+    """Hand every value of a form-urlencoded body, percent-decoded, to `transform` (which
+    searches it as a text field); changed values are percent-encoded again. Returns the new body
+    and the value ranges (all of them searched)."""
+    pieces: list[bytes] = []
+    handled: list[Range] = []
+    changed = False
+    pos = 0
+    for piece in body.split(b"&"):
         key, sep, value = piece.partition(b"=")
-        if not sep:
-            continue
-        text = unquote_plus(value.decode("latin-1"), encoding="latin-1")
-        match = _FORM_PREFIX_RE.match(text)
-        if not match:
-            continue
-        payload = re.sub(r"\s", "", match.group(3)).encode("latin-1")
-        image = transform(_decode(payload), match.group(1))
-        url = f"data:{match.group(1)}{match.group(2)};base64,{base64.b64encode(image).decode()}"
-        pieces[i] = key + b"=" + quote(url, safe="").encode("ascii")
-        count += 1
-    return (b"&".join(pieces), count) if count else (body, 0)
-
-
-def rewrite_data_urls(body: bytes, kind: BodyKind, transform: Transform) -> tuple[bytes, int]:
-    """Replace every base64 image data URL in the body; returns (new body, how many).
-
-    Raises DataUrlError for a data:image URL whose base64 is invalid; `transform` may raise.
-    """
-    if kind == "form":
-        return _rewrite_form(body, transform)
-    return _rewrite_text(body, transform, json_escapes=(kind == "json"))
-
-
-def body_kind(content_type: str) -> BodyKind | None:
-    """Which data-URL syntax a Content-Type implies, or None for bodies without text."""
-    ct = content_type.split(";", 1)[0].strip().lower()
-    if ct == "application/x-www-form-urlencoded":
-        return "form"
-    if ct == "application/json" or ct.endswith("+json"):
-        return "json"
-    if ct.startswith("text/"):
-        return "text"
-    return None
+        start = pos + len(key) + 1
+        pos += len(piece) + 1
+        if sep:
+            handled.append((start, start + len(value)))
+            decoded = unquote_to_bytes(value.replace(b"+", b" "))
+            new = transform(decoded)
+            if new is not decoded:
+                piece = key + b"=" + quote_from_bytes(new, safe="").encode("ascii")
+                changed = True
+        pieces.append(piece)
+    return (b"&".join(pieces) if changed else body), handled

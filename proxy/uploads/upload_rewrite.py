@@ -1,9 +1,11 @@
-"""Rewrite one buffered upload request: find its images, protect them, rebuild the body.
+"""One buffered request to an enabled site, through the pipeline, in a worker thread:
+decode the body → find its images (`body_images`) → protect or refuse each → rebuild → apply the
+fixes the site's profile names → encode again.
 
-Runs entirely in a worker thread (parsing large bodies is CPU work too). Dispatches on the
-profile rule's body shape to the pure modules (`multipart`, `raw_body`, `data_urls`,
-`signed_upload`); the images themselves go through one `ImageProtector`. Anything that cannot
-be protected raises `Refusal`; the addon turns that into the browser's error response.
+Given an `ImageFinder` instead of an `ImageProtector` the same pipeline only counts the images
+(and refuses what it can tell is unprotectable), so the addon takes a protection worker only for
+requests that carry images. Anything that cannot be protected raises `Refusal`; a request that
+carries no image is forwarded byte for byte.
 """
 
 from __future__ import annotations
@@ -14,25 +16,31 @@ from typing import Literal
 
 from mitmproxy import http
 
-from proxy.uploads import header_fixes as raw_body
-from proxy.uploads import multipart, signed_upload
-from proxy.uploads import text_images as data_urls
-from proxy.uploads.image_protection import ImageProtector, ImageResult, is_image, sniff_supported
+from perturb.image_kinds import pixel_count, sniff_format
+from proxy.uploads import content_encoding, header_fixes, signed_upload
+from proxy.uploads.body_images import ImageSearch
+from proxy.uploads.body_reading import too_large
+from proxy.uploads.image_protection import (
+    ImageFinder,
+    ImageProtector,
+    ImageResult,
+    refuse_unsupported,
+)
 from proxy.uploads.refusal import PROTECT_FIRST, Refusal
 
-_KNOWN_ENCODINGS = {"", "identity", "gzip", "deflate", "br", "zstd"}
+Protector = ImageProtector | ImageFinder
 
 
 @dataclass(frozen=True)
 class UploadRequest:
-    """A snapshot of the request that the worker may read without touching the flow."""
+    """A snapshot of the request that the worker may read without touching the flow.
+    `body` is the body as it came over the wire (still in its Content-Encoding)."""
 
     method: str
     host: str
     path: str
     headers: Mapping[str, str]
     body: bytes
-    raw: bool = False  # body is the undecoded wire body (unknown Content-Encoding)
 
     @property
     def content_type(self) -> str:
@@ -44,33 +52,35 @@ class UploadRequest:
 
     @classmethod
     def from_flow(cls, request: http.Request) -> UploadRequest:
-        encoding = (request.headers.get("content-encoding") or "").strip().lower()
-        raw = encoding not in _KNOWN_ENCODINGS
-        if raw:
-            body = request.raw_content or b""
-        else:
-            try:
-                body = request.content or b""
-            except ValueError:
-                raise Refusal(
-                    "bad-request",
-                    f"the upload's body cannot be decoded ({encoding})",
-                    "retry the upload",
-                ) from None
         return cls(
-            request.method, request.pretty_host, request.path, request.headers.copy(), body, raw
+            request.method,
+            request.pretty_host,
+            request.path,
+            request.headers.copy(),
+            request.raw_content or b"",
         )
+
+
+@dataclass(frozen=True)
+class UploadRules:
+    """What the site's profile asks of this request (see `site_profiles`)."""
+
+    fixes: frozenset[str] = frozenset()
+    keep_size: bool = False  # the app sized a lossy image for a limit: keep its byte count
+    report_empty: bool = False  # a listed upload endpoint: report even without an image
+    body_limit: int = 64 * 1024 * 1024  # for the decoded body too
 
 
 @dataclass
 class Rewrite:
-    """What to change in the request (None/empty: leave as is) and what to report."""
+    """What to change in the request (None/empty: leave as is) and what to report.
+    `answer`: a response to send instead of forwarding (a step a plug-in answers itself)."""
 
     body: bytes | None = None
-    raw: bool = False
     path: str | None = None
     set_headers: dict[str, str] = field(default_factory=dict)
     remove_headers: list[str] = field(default_factory=list)
+    answer: http.Response | None = None
     shape: str = ""
     outcome: Literal["protected", "passed"] | None = None
     reason: str = ""
@@ -81,161 +91,59 @@ class Rewrite:
     protected_data: bytes = b""
 
 
-class _Tally:
-    """Accumulates per-image results into one request outcome."""
+def protect_image(protector: Protector, data: bytes, exact_length: int | None) -> ImageResult:
+    """One image through the protector, inside the pixel budget (waiting for room until the
+    protector's deadline); a format the engine cannot protect is refused first."""
+    refuse_unsupported(data)
+    pixels = getattr(protector, "pixels", None)
+    if pixels is None:
+        return protector(data, exact_length=exact_length)
+    with pixels.hold(pixel_count(data), protector.deadline):
+        return protector(data, exact_length=exact_length)
 
-    def __init__(self) -> None:
+
+class _Tally:
+    """The search's `protect` callback: runs each image through the protector (inside the pixel
+    budget) with the length it must keep, and records the results."""
+
+    def __init__(
+        self,
+        protector: Protector,
+        rules: UploadRules,
+        signed: signed_upload.SignedUploadError | None,
+        exact_length: bool,
+    ) -> None:
+        self.protector = protector
+        self.rules = rules
+        self.signed = signed
+        self.exact_length = exact_length
         self.results: list[tuple[int, ImageResult]] = []
 
-    def protect(self, protector: ImageProtector, data: bytes, exact: int | None = None) -> bytes:
-        result = protector(data, exact_length=exact)
+    def __call__(self, data: bytes, whole: bool) -> bytes:
+        if self.signed is not None:
+            raise Refusal("signed-payload", self.signed.message, self.signed.hint)
+        lossy = sniff_format(data) in ("JPEG", "WEBP")
+        keep = whole and (self.exact_length or (self.rules.keep_size and lossy))
+        exact = len(data) if keep else None
+        result = protect_image(self.protector, data, exact)
         self.results.append((len(data), result))
-        return result.data
+        return result.data if result.protected else data
 
-    def finish(self, rewrite: Rewrite, *, report_empty: bool) -> Rewrite:
-        if not self.results:
-            rewrite.body = None  # nothing to protect: forward the original bytes
-            if report_empty:
-                rewrite.outcome = "passed"
-                rewrite.reason = "the request carried no image"
-            return rewrite
+    def report(self, rewrite: Rewrite) -> Rewrite:
+        """Fill in the outcome of the protected images."""
         rewrite.images = len(self.results)
         rewrite.bytes_in = sum(n for n, _ in self.results)
         rewrite.bytes_out = sum(len(r.data) for _, r in self.results)
-        timings: dict[str, float] = {}
         for _, result in self.results:
             for key, value in result.timings.items():
-                timings[key] = timings.get(key, 0.0) + float(value)
-        rewrite.timings = timings
-        if any(r.protected for _, r in self.results):
+                rewrite.timings[key] = rewrite.timings.get(key, 0.0) + float(value)
+        skipped = [r.reason for _, r in self.results if not r.protected]
+        if len(skipped) == len(self.results):
+            rewrite.outcome, rewrite.reason = "passed", skipped[0]
+        else:
             rewrite.outcome = "protected"
-            skipped = [r.reason for _, r in self.results if not r.protected]
             rewrite.reason = f"{len(skipped)} image(s) {skipped[0]}" if skipped else ""
-        else:
-            rewrite.outcome = "passed"
-            rewrite.reason = self.results[0][1].reason
-            rewrite.body = None  # nothing changed: forward the original bytes
         return rewrite
-
-
-def rewrite_multipart(
-    upload: UploadRequest, protect: ImageProtector, *, report_empty: bool, shape: str = "multipart"
-) -> Rewrite:
-    """Protect every image part (and data:image URL fields); keep all other bytes."""
-    try:
-        form = multipart.parse(upload.body, upload.content_type)
-    except multipart.MultipartError as err:
-        raise Refusal(
-            "bad-request",
-            f"the upload's form data could not be read ({err}), so it was not sent unprotected",
-            "retry the upload; if it keeps failing, " + PROTECT_FIRST,
-        ) from None
-    tally = _Tally()
-    for index, part in enumerate(form.parts):
-        is_file = part.filename is not None or part.content_type is not None
-        # An empty part (a file input left empty) carries no image: nothing to protect.
-        if part.body and is_image(part.body, part.content_type, is_file=is_file):
-            form = form.with_body(index, tally.protect(protect, part.body))
-        elif part.filename is None and part.body[:11].lower() == b"data:image/":
-            new, _ = _data_urls(part.body, "text", tally, protect)
-            form = form.with_body(index, new)
-    return tally.finish(Rewrite(body=form.to_bytes(), shape=shape), report_empty=report_empty)
-
-
-def _data_urls(
-    body: bytes, kind: data_urls.BodyKind, tally: _Tally, protect: ImageProtector
-) -> tuple[bytes, int]:
-    try:
-        return data_urls.rewrite_data_urls(
-            body, kind, lambda data, _mime: tally.protect(protect, data)
-        )
-    except data_urls.DataUrlError as err:
-        raise Refusal("corrupt-image", str(err), "retry the upload") from None
-
-
-def rewrite_data_url_body(
-    upload: UploadRequest, protect: ImageProtector, *, report_empty: bool
-) -> Rewrite:
-    """Protect base64 image data URLs inside a JSON, form or text body."""
-    kind = data_urls.body_kind(upload.content_type) or "text"
-    tally = _Tally()
-    body, _ = _data_urls(upload.body, kind, tally, protect)
-    return tally.finish(Rewrite(body=body, shape="data_url"), report_empty=report_empty)
-
-
-def rewrite_raw(
-    upload: UploadRequest,
-    protect: ImageProtector,
-    *,
-    report_empty: bool,
-    shape: str = "raw",
-    keep_size: bool = False,
-) -> Rewrite:
-    """Protect a raw image body; fix declared sizes, dimensions and unsigned checksums.
-
-    `keep_size`: a lossy image (JPEG, WebP) keeps its byte count (the app sized it for a limit).
-    """
-    try:
-        policy = signed_upload.analyze(upload.headers, upload.query)
-    except signed_upload.SignedUploadError as err:
-        if not is_image(_payload_peek(upload), upload.content_type):
-            return Rewrite(shape=shape)  # signed but no image: nothing to protect
-        raise Refusal("signed-payload", err.message, err.hint) from None
-    chunked = upload.raw and "aws-chunked" in (upload.headers.get("content-encoding") or "")
-    trailers: list[tuple[str, str]] = []
-    payload = upload.body
-    try:
-        if chunked:
-            payload, trailers = signed_upload.decode_aws_chunked(upload.body)
-        elif upload.raw:
-            raise Refusal(
-                "unsupported-upload",
-                "the upload uses a Content-Encoding Sfumato cannot read",
-                PROTECT_FIRST,
-            )
-    except signed_upload.SignedUploadError as err:
-        raise Refusal("signed-payload", err.message, err.hint) from None
-    tally = _Tally()
-    rewrite = Rewrite(shape=shape)
-    offset = raw_body.resumed_offset(upload.headers)
-    if offset:
-        raise Refusal(
-            "unsupported-upload",
-            "this request resumes an interrupted upload: it carries only part of the file, "
-            "which Sfumato cannot protect on its own",
-            "start the upload again",
-        )
-    if not payload or not is_image(payload, upload.content_type):
-        return tally.finish(rewrite, report_empty=report_empty)
-    lossy = sniff_supported(payload) in ("JPEG", "WEBP")
-    exact = len(payload) if policy.exact_length or (keep_size and lossy) else None
-    new = tally.protect(protect, payload, exact)
-    result = tally.results[-1][1]
-    if not result.protected:
-        return tally.finish(rewrite, report_empty=report_empty)
-    try:
-        headers = signed_upload.fixed_checksum_headers(upload.headers, new)
-        if chunked:
-            rewrite.body = signed_upload.encode_aws_chunked(new, trailers)
-            rewrite.raw = True
-            if upload.headers.get("x-amz-decoded-content-length"):
-                headers["x-amz-decoded-content-length"] = str(len(new))
-        else:
-            rewrite.body = new
-    except signed_upload.SignedUploadError as err:
-        raise Refusal("unsupported-upload", err.message, err.hint) from None
-    headers.update(
-        raw_body.declared_header_fixes(upload.headers, len(new), result.width, result.height)
-    )
-    rewrite.set_headers = headers
-    return tally.finish(rewrite, report_empty=report_empty)
-
-
-def _payload_peek(upload: UploadRequest) -> bytes:
-    if upload.raw and "aws-chunked" in (upload.headers.get("content-encoding") or ""):
-        start = upload.body.find(b"\r\n")
-        return upload.body[start + 2 : start + 64] if start >= 0 else b""
-    return upload.body[:64]
 
 
 def _query_has(query: str, *names: str) -> bool:
@@ -243,49 +151,89 @@ def _query_has(query: str, *names: str) -> bool:
     return all(name.lower() in keys for name in names)
 
 
-def rewrite_s3(upload: UploadRequest, protect: ImageProtector) -> Rewrite:
-    """S3 from a site's page: PutObject (raw), POST policy forms (multipart), multipart parts."""
-    ct = upload.content_type.lower()
-    if upload.method == "POST":
-        if ct.startswith("multipart/"):
-            return rewrite_multipart(protect=protect, upload=upload, report_empty=False, shape="s3")
-        return Rewrite(shape="s3")  # CreateMultipartUpload, CompleteMultipartUpload, ...
-    if _query_has(upload.query, "partnumber", "uploadid"):
-        if is_image(_payload_peek(upload), None):
+def _refuse_resumed(upload: UploadRequest, rules: UploadRules) -> None:
+    """A request that resumes an interrupted upload carries only the tail of a file."""
+    if "resumable-offset" in rules.fixes and header_fixes.resumed_offset(upload.headers):
+        raise Refusal(
+            "unsupported-upload",
+            "this request resumes an interrupted upload: it carries only part of the file, "
+            "which Sfumato cannot protect on its own",
+            "start the upload again",
+        )
+
+
+def _decode(
+    upload: UploadRequest, rules: UploadRules, read_signed: bool
+) -> tuple[bytes, list[str], list[tuple[str, str]] | None]:
+    """(payload, codings to apply again, aws-chunked trailers or None)."""
+    codings = content_encoding.codings(upload.headers.get("content-encoding"))
+    body, trailers = upload.body, None
+    try:
+        if content_encoding.S3_FRAMING in codings:
+            codings.remove(content_encoding.S3_FRAMING)
+            body, trailers = signed_upload.decode_aws_chunked(body, read_signed=read_signed)
+        return content_encoding.decode(body, codings, rules.body_limit), codings, trailers
+    except signed_upload.SignedUploadError as err:
+        raise Refusal("bad-request", err.message, err.hint) from None
+    except content_encoding.EncodingError as err:
+        raise Refusal("unsupported-upload", str(err), PROTECT_FIRST) from None
+    except content_encoding.DecodedTooLarge:
+        raise too_large(rules.body_limit, rules.body_limit, what="decompressed upload") from None
+
+
+def rewrite_upload(upload: UploadRequest, rules: UploadRules, protector: Protector) -> Rewrite:
+    """Protect every image of the request; raise `Refusal` if one cannot be."""
+    _refuse_resumed(upload, rules)
+    signed: signed_upload.SignedUploadError | None = None
+    policy = signed_upload.SignedPolicy(signed=False)
+    if "s3" in rules.fixes:
+        try:
+            policy = signed_upload.analyze(upload.headers, upload.query)
+        except signed_upload.SignedUploadError as err:
+            signed = err  # refused only if the request carries an image
+    payload, codings, trailers = _decode(upload, rules, read_signed=signed is not None)
+    tally = _Tally(protector, rules, signed, exact_length=policy.exact_length and not codings)
+    if "s3" in rules.fixes and _query_has(upload.query, "partnumber", "uploadid"):
+        if _carries_image(payload, upload.content_type):
             raise Refusal(
                 "unsupported-upload",
                 "the image is sent to S3 in several parts, which Sfumato cannot protect in transit",
                 PROTECT_FIRST,
             )
         return Rewrite(shape="s3")
-    return rewrite_raw(upload, protect, report_empty=True, shape="s3")
-
-
-def rewrite_generic(upload: UploadRequest, protect: ImageProtector) -> Rewrite:
-    """Any image upload: decide the body shape from Content-Type and magic bytes."""
-    ct = upload.content_type.lower()
-    if ct.startswith("multipart/"):
-        return rewrite_multipart(upload, protect, report_empty=False, shape="generic")
-    kind = data_urls.body_kind(ct)
-    if kind is not None:
-        rewrite = rewrite_data_url_body(upload, protect, report_empty=False)
-        rewrite.shape = "generic"
+    search = ImageSearch(tally)
+    new_payload = search.rewrite(payload, upload.content_type)
+    rewrite = Rewrite(shape=search.shape or "raw")
+    if not search.images:
+        if rules.report_empty:
+            rewrite.outcome, rewrite.reason = "passed", "the request carried no image"
         return rewrite
-    return rewrite_raw(upload, protect, report_empty=False, shape="generic")
+    tally.report(rewrite)
+    if new_payload is payload:
+        return rewrite  # nothing changed (already protected, or only counted)
+    encoded = content_encoding.encode(new_payload, codings)
+    rewrite.body = encoded
+    if trailers is not None:
+        rewrite.body = signed_upload.encode_aws_chunked(encoded, trailers)
+        rewrite.set_headers["x-amz-decoded-content-length"] = str(len(encoded))
+    if "s3" in rules.fixes:
+        rewrite.set_headers.update(signed_upload.fixed_checksum_headers(upload.headers, encoded))
+    if search.shape == "raw":
+        result = tally.results[-1][1]
+        if "entity-length" in rules.fixes:
+            rewrite.set_headers.update(header_fixes.entity_length_fix(upload.headers, len(encoded)))
+        if "rupload-params" in rules.fixes:
+            rewrite.set_headers.update(
+                header_fixes.rupload_params_fix(upload.headers, result.width, result.height)
+            )
+        rewrite.protected_data = result.data
+    return rewrite
 
 
-def rewrite_upload(
-    shape: str, upload: UploadRequest, protect: ImageProtector, *, keep_size: bool = False
-) -> Rewrite:
-    """Rewrite a candidate upload of the given body shape (see `site_profiles.SHAPES`)."""
-    if shape == "multipart":
-        return rewrite_multipart(upload, protect, report_empty=True)
-    if shape == "raw":
-        return rewrite_raw(upload, protect, report_empty=True, keep_size=keep_size)
-    if shape == "data_url":
-        return rewrite_data_url_body(upload, protect, report_empty=True)
-    if shape == "s3":
-        return rewrite_s3(upload, protect)
-    if shape == "generic":
-        return rewrite_generic(upload, protect)
-    raise ValueError(f"no rewrite for body shape {shape!r}")
+def _carries_image(payload: bytes, content_type: str) -> bool:
+    search = ImageSearch(lambda data, whole: data)
+    try:
+        search.rewrite(payload, content_type)
+    except Refusal:
+        return True
+    return search.images > 0

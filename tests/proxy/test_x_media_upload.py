@@ -1,4 +1,4 @@
-"""chunked_upload (X): reading INIT/APPEND/FINALIZE wherever params travel, surgical rewrites,
+"""x_media_upload (X): reading INIT/APPEND/FINALIZE wherever params travel, surgical rewrites,
 the tracked-upload store; arbitrary input never crashes."""
 
 from __future__ import annotations
