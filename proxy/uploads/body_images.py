@@ -149,8 +149,8 @@ def _transfer_encode(data: bytes, encoding: str, original: bytes) -> bytes:
         text = base64.b64encode(data)
         eol = b"\r\n" if original[newline - 1 : newline] == b"\r" else b"\n"
         return eol.join(text[i : i + width] for i in range(0, len(text), width))
-    if encoding == "quoted-printable":
-        return quopri.encodestring(data).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if encoding == "quoted-printable":  # binary: CR and LF encoded, soft breaks as CRLF
+        return binascii.b2a_qp(data, quotetabs=True, istext=False).replace(b"=\n", b"=\r\n")
     return data
 
 

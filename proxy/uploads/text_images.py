@@ -100,7 +100,7 @@ def _encode_like(data: bytes, original: bytes) -> bytes:
     cleaned = _clean(original)
     urlsafe = b"-" in cleaned or b"_" in cleaned
     text = base64.urlsafe_b64encode(data) if urlsafe else base64.b64encode(data)
-    if not cleaned.endswith(b"="):
+    if len(cleaned) % 4:  # written without padding
         text = text.rstrip(b"=")
     elif b"\\u003" in original:
         text = text.replace(b"=", original[original.index(b"\\u003") :][:6])
@@ -122,16 +122,21 @@ def rewrite_text(body: bytes, transform: Transform) -> tuple[bytes, list[Range]]
     handled: list[Range] = []
     last = 0
     for match in _RUN.finditer(body):
+        start = match.start()
         run = _wrapped_run(match.group(0))
-        run_end = match.start() + len(run)
         chars = _clean(run)
         declared = None
-        if body[max(0, match.start() - 7) : match.start()].lower() == b"base64,":
-            prefix = _DATA_URL.search(body, max(0, match.start() - 300), match.start())
+        if body[max(0, start - 7) : start].lower() == b"base64,":
+            prefix = _DATA_URL.search(body, max(0, start - 300), start)
             if prefix is not None:
                 mime = (prefix.group(1) or b"text/plain").replace(b"\\/", b"/")
                 declared = mime.decode().lower()
         image_head = _head_is_image(chars)
+        if not (declared or image_head):
+            # Letters glued before the base64 ("x/9j/4AAQ..."): an image may start 1-3 in.
+            skip = next((k for k in (1, 2, 3) if _head_is_image(chars[k:])), 0)
+            if skip and run[:skip].isalnum():
+                start, run, chars, image_head = start + skip, run[skip:], chars[skip:], True
         if not (declared or image_head or len(chars) >= SEARCH_RUNS_FROM):
             continue
         try:
@@ -146,13 +151,14 @@ def rewrite_text(body: bytes, transform: Transform) -> tuple[bytes, list[Range]]
                         f"an image written as base64 does not decode ({err})"
                     ) from None
                 continue
-            run, run_end = shorter, match.start() + len(shorter)
-        handled.append((match.start(), run_end))
+            run = shorter
+        end = start + len(run)
+        handled.append((match.start(), end))
         new = transform(decoded, declared)
         if new is decoded:
             continue
-        out += [body[last : match.start()], _encode_like(new, run)]
-        last = run_end
+        out += [body[last:start], _encode_like(new, run)]
+        last = end
     if not out:
         return body, handled
     out.append(body[last:])
