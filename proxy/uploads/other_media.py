@@ -1,11 +1,17 @@
-"""Files that are not images but may hold some (a video's cover, an MP3's album art, a PDF's
-pages, a ZIP of drawings): recognised by magic bytes and passed on whole, not searched.
+"""Files that are not images but may hold some (a video's cover, a PDF's pages, a ZIP of
+drawings): recognised by magic bytes and passed on whole, not searched.
 
 Searching inside them would refuse ordinary video and document uploads for the artwork they
-embed; protecting inside them is not possible. docs/sites.md states this limit.
+embed; protecting inside them is not possible. docs/sites.md states this limit. A container's
+magic followed at once by an image (within `DISGUISE` bytes) is no container but a disguise,
+and is not recognised: the image is found and refused.
 """
 
 from __future__ import annotations
+
+from perturb.image_kinds import image_offsets
+
+DISGUISE = 256
 
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"%PDF-", 0, "PDF document"),
@@ -38,7 +44,13 @@ _QUICKTIME_ATOMS = (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
 
 def sniff_other_media(data: bytes) -> str | None:
     """What kind of non-image file `data` is (call after the image sniffers), or None."""
-    head = bytes(data[:512])
+    kind = _kind(bytes(data[:512]))
+    if kind is not None and any(image_offsets(bytes(data[:DISGUISE]))):
+        return None
+    return kind
+
+
+def _kind(head: bytes) -> str | None:
     for magic, offset, name in _MAGIC:
         if head[offset : offset + len(magic)] == magic:
             return name

@@ -24,8 +24,10 @@ from perturb.image_kinds import sniff_image
 Transform = Callable[[bytes, str | None], bytes]
 Range = tuple[int, int]
 
-# Decoded and searched even without an image at its start: could hold an image inside.
-SEARCH_RUNS_FROM = 1024
+# Decoded and searched even without an image at its start: could hold an image inside (an image
+# behind glued characters, a container of images).
+SEARCH_RUNS_FROM = 64
+GLUED = 7  # characters before a base64 image that may belong to something else
 
 
 class Base64Error(ValueError):
@@ -72,21 +74,22 @@ def _head_is_image(chars: bytes) -> bool:
 
 
 def _wrapped_run(run: bytes) -> bytes:
-    """The part of a run that is one base64 text wrapped at a fixed width (all lines as long
-    as the first, the last one no longer): text on the next line is not part of it."""
+    """The part of a run that is one base64 text wrapped at a fixed width: the middle lines as
+    long as the second (the first may carry a few glued characters), the last one no longer;
+    text on a later line is not part of it."""
     breaks = list(_BREAK.finditer(run))
     if not breaks:
         return run
-    width = len(_clean(run[: breaks[0].start()]))
-    start = breaks[0].end()
-    for index, found in enumerate(breaks[1:] + [None]):
-        end = found.start() if found is not None else len(run)
-        line = len(_clean(run[start:end]).rstrip(b"="))
-        if line > width or (found is not None and line != width):
-            return run[: breaks[index].start()] if line > width else run[:end]
-        if found is not None:
-            start = found.end()
-    return run
+    starts = [0] + [b.end() for b in breaks]
+    ends = [b.start() for b in breaks] + [len(run)]
+    widths = [len(_clean(run[a:b])) for a, b in zip(starts, ends, strict=True)]
+    width = widths[1] if len(widths) > 2 else widths[0]
+    kept = 1
+    while kept < len(widths) and widths[kept] <= width:
+        kept += 1
+        if widths[kept - 1] < width:
+            break  # a short line ends the text
+    return run[: ends[kept - 1]]
 
 
 def _without_last_line(run: bytes) -> bytes:
@@ -133,9 +136,9 @@ def rewrite_text(body: bytes, transform: Transform) -> tuple[bytes, list[Range]]
                 declared = mime.decode().lower()
         image_head = _head_is_image(chars)
         if not (declared or image_head):
-            # Letters glued before the base64 ("x/9j/4AAQ..."): an image may start 1-3 in.
-            skip = next((k for k in (1, 2, 3) if _head_is_image(chars[k:])), 0)
-            if skip and run[:skip].isalnum():
+            # Characters glued before the base64 ("x/9j/4AAQ..."): an image may start a few in.
+            skip = next((k for k in range(1, GLUED + 1) if _head_is_image(chars[k:])), 0)
+            if skip and not re.search(rb"[\\\r\n]", run[:skip]):
                 start, run, chars, image_head = start + skip, run[skip:], chars[skip:], True
         if not (declared or image_head or len(chars) >= SEARCH_RUNS_FROM):
             continue
