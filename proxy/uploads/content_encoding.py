@@ -18,6 +18,7 @@ from mitmproxy.net import encoding as mitmproxy_encoding
 READABLE = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
 S3_FRAMING = "aws-chunked"
 _CHUNK = 1024 * 1024
+_ZSTD_SLICE = 1024
 
 
 class EncodingError(ValueError):
@@ -67,11 +68,21 @@ def _unbrotli(body: bytes, limit: int) -> bytes:
 
 
 def _unzstd(body: bytes, limit: int) -> bytes:
-    reader = zstandard.ZstdDecompressor().stream_reader(body, read_across_frames=True)
-    out = reader.read(limit + 1)
-    if len(out) > limit:
-        raise DecodedTooLarge
-    return out
+    # Fed in small slices: one slice of RLE blocks can inflate ~32 000 times.
+    out = bytearray()
+    decoder = zstandard.ZstdDecompressor().decompressobj()
+    pos = 0
+    while pos < len(body):
+        out += decoder.decompress(body[pos : pos + _ZSTD_SLICE])
+        pos += _ZSTD_SLICE
+        if len(out) > limit:
+            raise DecodedTooLarge
+        if decoder.eof and (decoder.unused_data or pos < len(body)):  # another frame
+            body, pos = decoder.unused_data + body[pos:], 0
+            decoder = zstandard.ZstdDecompressor().decompressobj()
+    if not decoder.eof:
+        raise EncodingError("the compressed body is truncated")
+    return bytes(out)
 
 
 def decode(body: bytes, names: list[str], limit: int) -> bytes:

@@ -202,9 +202,12 @@ def test_images_where_they_cannot_be_rebuilt_are_refused(body: bytes) -> None:
 
 
 def test_other_media_pass_whole() -> None:
-    video = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + JPEG  # a cover inside
+    video = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 400 + JPEG  # a cover
     body = multipart_body(file_field("f", "v.mp4", "video/mp4", video))
     assert rewrite_upload(request(body), UploadRules(), MustNotProtect()).body is None
+    disguised = b"%PDF-1.7\n" + JPEG  # a container magic glued to an image: no container
+    with pytest.raises(Refusal):
+        rewrite_upload(request(disguised, "application/pdf"), UploadRules(), ImageFinder())
 
 
 # Text field values that are not images (an image signature in a field is an image).
