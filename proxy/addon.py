@@ -42,12 +42,12 @@ from mitmproxy import ctx, exceptions, http  # noqa: E402
 from mitmproxy.addonmanager import Loader  # noqa: E402
 
 from proxy import site_profiles  # noqa: E402
+from proxy.image_protection import ImageFinder, ImageProtector  # noqa: E402
 from proxy.outcome import Outcome  # noqa: E402
 from proxy.site_profiles import SiteProfile, UploadMatch  # noqa: E402
 from proxy.uploads import body_reading  # noqa: E402
 from proxy.uploads.body_reading import GUARD_KEY, BodyGuard  # noqa: E402
 from proxy.uploads.budget import Budget, Reservation  # noqa: E402
-from proxy.uploads.image_protection import ImageFinder, ImageProtector  # noqa: E402
 from proxy.uploads.refusal import Refusal, refusal_from_engine_error, refusal_response  # noqa: E402
 from proxy.uploads.upload_rewrite import (  # noqa: E402
     Rewrite,

@@ -17,15 +17,15 @@ from typing import Literal
 from mitmproxy import http
 
 from perturb.image_kinds import pixel_count, sniff_format
-from proxy.uploads import content_encoding, header_fixes, signed_upload
-from proxy.uploads.body_images import ImageSearch
-from proxy.uploads.body_reading import too_large
-from proxy.uploads.image_protection import (
+from proxy.image_protection import (
     ImageFinder,
     ImageProtector,
     ImageResult,
     refuse_unsupported,
 )
+from proxy.uploads import content_encoding, header_fixes, signed_upload
+from proxy.uploads.body_images import ImageSearch
+from proxy.uploads.body_reading import too_large
 from proxy.uploads.refusal import PROTECT_FIRST, Refusal
 
 Protector = ImageProtector | ImageFinder

@@ -31,10 +31,10 @@ from urllib.parse import parse_qsl, quote
 from mitmproxy import http
 
 from perturb.image_kinds import sniff_image
+from proxy.image_protection import ImageProtector
 from proxy.uploads import content_encoding, multipart
 from proxy.uploads.body_reading import too_large
 from proxy.uploads.budget import Budget, busy
-from proxy.uploads.image_protection import ImageProtector
 from proxy.uploads.refusal import Refusal
 from proxy.uploads.upload_rewrite import Rewrite, UploadRequest, protect_image
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import perturb
-from proxy.uploads.image_protection import ImageProtector, refuse_unsupported
+from proxy.image_protection import ImageProtector, refuse_unsupported
 from proxy.uploads.refusal import ERROR_HEADER, Refusal, refusal_from_engine_error, refusal_response
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from mitmproxy import http
 
 from perturb.image_kinds import sniff_image
-from proxy.uploads.image_protection import ImageFinder, ImageProtector, ImageResult
+from proxy.image_protection import ImageFinder, ImageProtector, ImageResult
 from proxy.uploads.refusal import Refusal
 from proxy.uploads.upload_rewrite import UploadRequest, UploadRules, rewrite_upload
 from tests.proxy.conftest import image_bytes
