@@ -30,6 +30,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -347,7 +348,7 @@ class Sfumato:
         endpoint = match.endpoint
         protocol = self.protocols.get(endpoint.protocol or "") if endpoint else None
         if protocol is not None:
-            run = lambda fn, *args: self._in_pool(match.profile, fn, *args)  # noqa: E731
+            run = partial(self._in_pool, match.profile)
             rewrite = await protocol.request(flow, upload, run, self._body_limit())
             if rewrite is not None:
                 return rewrite

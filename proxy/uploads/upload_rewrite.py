@@ -183,6 +183,7 @@ def _decode(
 
 def rewrite_upload(upload: UploadRequest, rules: UploadRules, protector: Protector) -> Rewrite:
     """Protect every image of the request; raise `Refusal` if one cannot be."""
+    # Requests that carry a piece of a file, or whose bytes are signed, cannot be rebuilt.
     _refuse_resumed(upload, rules)
     signed: signed_upload.SignedUploadError | None = None
     policy = signed_upload.SignedPolicy(signed=False)
@@ -192,7 +193,6 @@ def rewrite_upload(upload: UploadRequest, rules: UploadRules, protector: Protect
         except signed_upload.SignedUploadError as err:
             signed = err  # refused only if the request carries an image
     payload, codings, trailers = _decode(upload, rules, read_signed=signed is not None)
-    tally = _Tally(protector, rules, signed, exact_length=policy.exact_length and not codings)
     if "s3" in rules.fixes and _query_has(upload.query, "partnumber", "uploadid"):
         if _carries_image(payload, upload.content_type):
             raise Refusal(
@@ -201,6 +201,8 @@ def rewrite_upload(upload: UploadRequest, rules: UploadRules, protector: Protect
                 PROTECT_FIRST,
             )
         return Rewrite(shape="s3")
+    # Find every image and protect it.
+    tally = _Tally(protector, rules, signed, exact_length=policy.exact_length and not codings)
     search = ImageSearch(tally)
     new_payload = search.rewrite(payload, upload.content_type)
     rewrite = Rewrite(shape=search.shape or "raw")
@@ -211,13 +213,18 @@ def rewrite_upload(upload: UploadRequest, rules: UploadRules, protector: Protect
     tally.report(rewrite)
     if new_payload is payload:
         return rewrite  # nothing changed (already protected, or only counted)
+    # Rebuild: the encoding it came in, and the fixes the profile names.
     encoded = content_encoding.encode(new_payload, codings)
     rewrite.body = encoded
     if trailers is not None:
         rewrite.body = signed_upload.encode_aws_chunked(encoded, trailers)
         rewrite.set_headers["x-amz-decoded-content-length"] = str(len(encoded))
     if "s3" in rules.fixes:
-        rewrite.set_headers.update(signed_upload.fixed_checksum_headers(upload.headers, encoded))
+        try:
+            checksums = signed_upload.fixed_checksum_headers(upload.headers, encoded)
+        except signed_upload.SignedUploadError as err:
+            raise Refusal("signed-payload", err.message, err.hint) from None
+        rewrite.set_headers.update(checksums)
     if search.shape == "raw":
         result = tally.results[-1][1]
         if "entity-length" in rules.fixes:

@@ -220,3 +220,14 @@ def test_random_custom_site_text_never_crashes(value: str) -> None:
 def test_random_requests_never_crash_matching(host, path, headers) -> None:
     sp.match_upload(sp.BUILTIN_PROFILES, host, path, headers)
     assert sp.route_path(path).startswith("/")
+
+
+def test_profiles_name_only_known_fixes_and_plugins() -> None:
+    from proxy.addon import Sfumato
+
+    protocols = set(Sfumato().protocols)
+    for profile in sp.BUILTIN_PROFILES:
+        assert profile.fixes <= sp.FIXES, profile.id
+        for endpoint in profile.endpoints:
+            assert endpoint.protocol is None or endpoint.protocol in protocols, endpoint
+            assert sp.endpoint_for(profile, endpoint.path.replace("*", "x")) == endpoint

@@ -282,3 +282,16 @@ def test_random_requests_only_ever_rewrite_or_refuse(ct, body, headers, fixes) -
     except Refusal:
         return
     assert rewrite.body is None
+
+
+def test_a_checksum_sfumato_cannot_recompute_is_refused() -> None:
+    upload = UploadRequest(
+        "PUT",
+        "b.s3.amazonaws.com",
+        "/k.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-SignedHeaders=host&X-Amz-Signature=0",
+        http.Headers(content_type="image/jpeg", x_amz_checksum_crc32c="AAAAAA=="),
+        JPEG,
+    )
+    with pytest.raises(Refusal) as info:
+        rewrite_upload(upload, UploadRules(fixes=frozenset({"s3"})), Marking())
+    assert info.value.code == "signed-payload" and "crc32c" in info.value.message
