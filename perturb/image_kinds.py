@@ -326,27 +326,18 @@ def sniff_other(data: bytes) -> str | None:
 _EMBEDDED = tuple(s for s in _SIGNATURES if s.strict is not None)
 
 
-def image_offsets(
-    data: bytes, skip: Callable[[int], int | None] | None = None
-) -> Iterator[tuple[int, str]]:
-    """Where images start inside `data` (offset, format), by strict signatures, in no order.
-
-    `skip(offset)` may return the end of a region already accounted for that contains the
-    offset; the search then resumes there.
-    """
+def image_offsets(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[int, str]]:
+    """Where images start inside `data[start:end]` (offset, format), by strict signatures, in
+    no order. The image itself may run past `end`."""
+    end = len(data) if end is None else min(end, len(data))
     for sig in _EMBEDDED:
-        pos = data.find(sig.magic)
+        pos = data.find(sig.magic, start + sig.magic_at, end + sig.magic_at)
         while pos >= 0:
-            start = pos - sig.magic_at
-            end = skip(start) if skip is not None and start >= 0 else None
-            if end is not None:
-                pos = data.find(sig.magic, max(end + sig.magic_at, pos + 1))
-                continue
-            if start >= 0:
-                head = bytes(data[start : start + _HEAD])
-                if _matches(sig, head, strict=True):
-                    yield start, _name(sig, head)
-            pos = data.find(sig.magic, pos + 1)
+            offset = pos - sig.magic_at
+            head = bytes(data[offset : offset + _HEAD])
+            if _matches(sig, head, strict=True):
+                yield offset, _name(sig, head)
+            pos = data.find(sig.magic, pos + 1, end + sig.magic_at)
 
 
 def pixel_count(data: bytes) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import bisect
 import quopri
 import re
 from collections.abc import Callable
@@ -84,15 +83,13 @@ class ImageSearch:
             new, handled = text_images.rewrite_form(
                 data, lambda value: self.rewrite(value, None, field=True, depth=depth + 1)
             )
-            shape = "data_url"
         else:
             try:
                 new, handled = text_images.rewrite_text(data, self._decoded_run(depth))
             except text_images.Base64Error as err:
                 raise Refusal("corrupt-image", str(err), "re-export the image and retry") from None
-            shape = "data_url"
         if depth == 0 and self.images and not self.shape:
-            self.shape = shape
+            self.shape = "data_url"
         _refuse_leftover_images(data, handled, unreadable)
         return new
 
@@ -159,24 +156,20 @@ def _refuse_leftover_images(
 ) -> None:
     """Refuse if an image starts anywhere in `data` outside the ranges already searched.
     `unreadable`: why the bytes' declared shape could not be parsed."""
-    handled = sorted(handled)
-    starts = [start for start, _ in handled]
-
-    def skip(offset: int) -> int | None:
-        i = bisect.bisect_right(starts, offset) - 1
-        return handled[i][1] if i >= 0 and offset < handled[i][1] else None
-
-    for offset, name in image_offsets(data, skip):
-        if unreadable is not None:
+    gap_start = 0
+    for start, end in sorted(handled) + [(len(data), len(data))]:
+        for offset, name in image_offsets(data, gap_start, start):
+            if unreadable is not None:
+                raise Refusal(
+                    "bad-request",
+                    f"the upload's form data could not be read ({unreadable}) and it carries a "
+                    f"{name} image, so it was not sent unprotected",
+                    "retry the upload; if it keeps failing, " + PROTECT_FIRST,
+                )
             raise Refusal(
-                "bad-request",
-                f"the upload's form data could not be read ({unreadable}) and it carries a "
-                f"{name} image, so it was not sent unprotected",
-                "retry the upload; if it keeps failing, " + PROTECT_FIRST,
+                "unsupported-upload",
+                f"the upload carries a {name} image at byte {offset} of a part Sfumato cannot "
+                "rebuild (inside data it does not parse, or outside the form's fields)",
+                PROTECT_FIRST,
             )
-        raise Refusal(
-            "unsupported-upload",
-            f"the upload carries a {name} image at byte {offset} of a part Sfumato cannot "
-            "rebuild (inside data it does not parse, or outside the form's fields)",
-            PROTECT_FIRST,
-        )
+        gap_start = max(gap_start, end)

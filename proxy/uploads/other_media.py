@@ -45,7 +45,7 @@ _QUICKTIME_ATOMS = (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
 def sniff_other_media(data: bytes) -> str | None:
     """What kind of non-image file `data` is (call after the image sniffers), or None."""
     kind = _kind(bytes(data[:512]))
-    if kind is not None and any(image_offsets(bytes(data[:DISGUISE]))):
+    if kind is not None and any(image_offsets(data, 0, DISGUISE)):
         return None
     return kind
 
