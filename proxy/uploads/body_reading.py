@@ -38,7 +38,8 @@ def too_large(size: int, limit: int, *, what: str = "upload") -> Refusal:
     return Refusal(
         "body-too-large",
         f"the {what} is over {size} bytes, more than Sfumato's limit of {limit} bytes",
-        "protect the file before uploading (sfumato protect FILE), or raise sfumato_body_limit",
+        "protect the file before uploading (sfumato protect FILE), or raise sfumato_body_limit "
+        "(and sfumato_buffer_budget, if it is smaller)",
     )
 
 
