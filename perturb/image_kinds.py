@@ -352,3 +352,60 @@ def pixel_count(data: bytes) -> int:
     except Exception:
         return 0
     return width * height * frames
+
+
+def metadata_regions(data: bytes) -> list[tuple[int, int]]:
+    """Where an image file keeps data other than its pixels (JPEG segments before the scan, PNG
+    and WebP chunks other than image data, all of a GIF): where embedded previews live."""
+    name = sniff_format(data)
+    regions: list[tuple[int, int]] = []
+    if name == "JPEG":
+        pos = 2
+        while pos + 4 <= len(data) and data[pos] == 0xFF:
+            marker, length = data[pos + 1], _u16be(data, pos + 2)
+            if marker in (0xDA, 0xD9) or length < 2:
+                break
+            regions.append((pos + 4, pos + 2 + length))
+            pos += 2 + length
+    elif name == "PNG":
+        pos = 8
+        while pos + 8 <= len(data):
+            length, ctype = _u32be(data, pos), data[pos + 4 : pos + 8]
+            if ctype not in (b"IDAT", b"fdAT", b"IHDR", b"PLTE", b"IEND"):
+                regions.append((pos + 8, pos + 8 + length))
+            pos += 12 + length
+    elif name == "WEBP":
+        pos = 12
+        while pos + 8 <= len(data):
+            fourcc, length = data[pos : pos + 4], _u32le(data, pos + 4)
+            if fourcc not in (b"VP8 ", b"VP8L", b"ALPH", b"ANMF"):
+                regions.append((pos + 8, pos + 8 + length))
+            pos += 8 + length + (length & 1)
+    elif name == "GIF":
+        regions.append((6, len(data)))
+    return regions
+
+
+def pixel_data_sample(data: bytes, start: int = 0, size: int = 32) -> bytes | None:
+    """A short run from the middle of the compressed pixel data of the JPEG or PNG at `start`:
+    found again elsewhere, it means a copy of that image. None for other formats or images too
+    small to tell."""
+    if data[start : start + 3] == b"\xff\xd8\xff":
+        scan = data.find(b"\xff\xda", start)
+        if scan < 0:
+            return None
+        begin = scan + 2 + _u16be(data, scan + 2)
+        end = data.find(b"\xff\xd9", begin)  # entropy-coded data never holds FF D9
+        end = len(data) if end < 0 else end
+    elif data[start : start + 8] == b"\x89PNG\r\n\x1a\n":
+        chunk = data.find(b"IDAT", start)
+        if chunk < 4:
+            return None
+        begin = chunk + 4
+        end = min(len(data), begin + _u32be(data, chunk - 4))
+    else:
+        return None
+    if end - begin < 4 * size:
+        return None
+    middle = (begin + end) // 2
+    return bytes(data[middle : middle + size])

@@ -10,13 +10,22 @@ carries no image is forwarded byte for byte.
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from mitmproxy import http
 
-from perturb.image_kinds import pixel_count, sniff_format
+from perturb.image_kinds import (
+    image_offsets,
+    metadata_regions,
+    pixel_count,
+    pixel_data_sample,
+    sniff_format,
+    sniff_image,
+)
 from proxy.image_protection import (
     ImageFinder,
     ImageProtector,
@@ -93,13 +102,47 @@ class Rewrite:
 
 def protect_image(protector: Protector, data: bytes, exact_length: int | None) -> ImageResult:
     """One image through the protector, inside the pixel budget (waiting for room until the
-    protector's deadline); a format the engine cannot protect is refused first."""
+    protector's deadline); a format the engine cannot protect is refused first, a result that
+    still holds one of the original's embedded previews after."""
     refuse_unsupported(data)
     pixels = getattr(protector, "pixels", None)
     if pixels is None:
-        return protector(data, exact_length=exact_length)
-    with pixels.hold(pixel_count(data), protector.deadline):
-        return protector(data, exact_length=exact_length)
+        result = protector(data, exact_length=exact_length)
+    else:
+        with pixels.hold(pixel_count(data), protector.deadline):
+            result = protector(data, exact_length=exact_length)
+    if result.protected:
+        refuse_carried_previews(data, result.data)
+    return result
+
+
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]{128,}")
+
+
+def refuse_carried_previews(original: bytes, protected: bytes) -> None:
+    """The protected file must hold none of the original's embedded previews (an EXIF or
+    Photoshop thumbnail, a preview in a comment or in XMP as base64): a copy would hand the site
+    a small unprotected original. The engine regenerates the previews it knows; anything it
+    carried over unchanged is caught here, by a run of the preview's pixel data."""
+    for start, end in metadata_regions(original):
+        for offset, name in image_offsets(original, start, end):
+            sample = pixel_data_sample(original, offset)
+            if sample is not None and sample in protected:
+                raise _carried(name)
+        for run in _BASE64_RUN.finditer(original, start, end):
+            text = run.group(0)
+            head = base64.b64decode(text[:64])
+            if sniff_image(head, strict=True) and text[len(text) // 2 :][:48] in protected:
+                raise _carried(sniff_image(head, strict=True) or "an image")
+
+
+def _carried(name: str) -> Refusal:
+    return Refusal(
+        "unsupported-image",
+        f"the image embeds a {name} preview that protection would have left unprotected",
+        "export the image without embedded thumbnails or previews (most editors: without "
+        "metadata) and upload it again",
+    )
 
 
 class _Tally:

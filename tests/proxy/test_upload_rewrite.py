@@ -295,3 +295,23 @@ def test_a_checksum_sfumato_cannot_recompute_is_refused() -> None:
     with pytest.raises(Refusal) as info:
         rewrite_upload(upload, UploadRules(fixes=frozenset({"s3"})), Marking())
     assert info.value.code == "signed-payload" and "crc32c" in info.value.message
+
+
+def test_a_result_still_holding_an_original_preview_is_refused() -> None:
+    thumbnail = image_bytes(32, 24, "JPEG", seed=6)
+    with_preview = JPEG[:2] + b"\xff\xfe" + (len(thumbnail) + 2).to_bytes(2, "big") + thumbnail
+    with_preview += JPEG[2:]
+
+    class KeepsMetadata(Marking):  # 'protects' the pixels, carries the comment over
+        def __call__(self, data: bytes, exact_length: int | None = None) -> ImageResult:
+            return ImageResult(data.replace(JPEG[-40:], bytes(40)), protected=True)
+
+    class DropsMetadata(Marking):
+        def __call__(self, data: bytes, exact_length: int | None = None) -> ImageResult:
+            return ImageResult(JPEG + b"x", protected=True)
+
+    upload = request(with_preview, "image/jpeg")
+    with pytest.raises(Refusal) as info:
+        rewrite_upload(upload, UploadRules(), KeepsMetadata())
+    assert info.value.code == "unsupported-image" and "preview" in info.value.message
+    assert rewrite_upload(upload, UploadRules(), DropsMetadata()).outcome == "protected"
