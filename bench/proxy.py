@@ -1,6 +1,9 @@
 """What the proxy costs: latency added to an upload (proxy vs direct, with the engine's own time
 alongside) for 1, 4 and 12 MP, throughput and peak proxy memory with 4 and 16 concurrent
-uploads, and proxy memory over 200 uploads (it must not grow).
+uploads, proxy memory over 200 uploads (it must not grow), and peak proxy memory under three
+heavy loads -- 16 concurrent 4 MP uploads, 8 concurrent 60 MB uploads, one 100 MP image -- with
+the peaks of the proxy's own budgets (upload bytes held, decoded pixels in flight) beside their
+configured limits: the budgets must hold.
 
 Real parts: `mitmdump -s proxy/addon.py` in its own process (its RSS is what we sample from
 /proc), an HTTPS upload server impersonating DeviantArt (test CA), and aiohttp clients sending
@@ -11,9 +14,12 @@ Prints a table and writes bench/results/proxy.json.
     .venv/bin/python bench/proxy.py --model PATH   # any model
     .venv/bin/python bench/proxy.py --quick        # fewer repetitions (smoke run)
 
-Targets (issue 4): added latency <= engine time + 50 ms (the engine time of the same upload,
-read from the proxy's own Outcome through a small recorder script loaded into mitmdump);
-memory bounded over 200 uploads.
+    .venv/bin/python bench/proxy.py --loads-only    # just the heavy loads
+
+Targets: added latency <= engine time + 50 ms (the engine time of the same upload, read from
+the proxy's own Outcome through a small recorder script loaded into mitmdump); memory bounded
+over 200 uploads; under the heavy loads, the budgets' peaks within their limits and the peak
+RSS within the bound docs/serve.md states.
 """
 
 from __future__ import annotations
@@ -41,9 +47,11 @@ from tests.proxy.helpers import MULTIPART_CT, file_field, form_field, multipart_
 
 # Loaded into mitmdump after proxy/addon.py: appends every Outcome to a JSON-lines file, so the
 # benchmark can subtract the engine time of the very same upload (measured inside the proxy).
+# It also answers `http://sfumato-bench.invalid/peaks` (through the proxy) with the budgets'
+# peaks since the last such request, which starts a new measurement.
 RECORDER_SCRIPT = """
 import json
-from mitmproxy import ctx
+from mitmproxy import ctx, http
 
 class OutcomeRecorder:
     def running(self):
@@ -53,12 +61,25 @@ class OutcomeRecorder:
         with open({path!r}, "a") as out:
             out.write(json.dumps(outcome.to_dict()) + "\\n")
 
+    def request(self, flow):
+        if flow.request.pretty_host != "sfumato-bench.invalid":
+            return
+        sfumato = ctx.master.addons.get("sfumato")
+        peaks = {{
+            name: {{"peak": budget.peak, "limit": budget.limit, "in_use": budget.in_use}}
+            for name, budget in (("buffer_bytes", sfumato.buffer), ("pixels", sfumato.pixels))
+        }}
+        sfumato.buffer.peak, sfumato.pixels.peak = sfumato.buffer.in_use, sfumato.pixels.in_use
+        flow.response = http.Response.make(200, json.dumps(peaks))
+
 addons = [OutcomeRecorder()]
 """
 UPLOAD = "/_puppy/dashared/deviation/submit/upload/deviation"
 HOST = "www.deviantart.com"
 SIZES_MP = (1, 4, 12)
 TARGET_OVERHEAD_S = 0.050
+# Heavy loads run with a longer per-upload timeout: they measure memory, not the deadline.
+LOAD_TIMEOUT_S = 120
 
 
 def dims(megapixels: float) -> tuple[int, int]:
@@ -84,6 +105,18 @@ def make_jpeg(megapixels: float, seed: int = 0) -> bytes:
     pixels += rng.normal(0, 5, pixels.shape).astype(np.float32)
     out = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def make_noise_png(size_bytes: int) -> bytes:
+    """A PNG of noise of about `size_bytes` (noise does not compress: ~3 bytes per pixel)."""
+    import numpy as np
+    from PIL import Image
+
+    side = int((size_bytes / 3) ** 0.5)
+    pixels = np.random.default_rng(60).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG", compress_level=1)
     return out.getvalue()
 
 
@@ -126,10 +159,14 @@ class RssSampler:
 
 
 class Bench:
-    def __init__(self, model: str, workers: int | None, tmp: Path) -> None:
+    def __init__(
+        self, model: str, workers: int | None, tmp: Path, extra: tuple[str, ...] = ()
+    ) -> None:
         self.model = model
         self.workers = workers
+        self.extra = extra
         self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         self.ca, self.cert, self.key = make_test_pki(tmp)
         self.server = UploadServer()
         self.proc: asyncio.subprocess.Process | None = None
@@ -170,6 +207,8 @@ class Bench:
         ]
         if self.workers:
             args += ["--set", f"sfumato_workers={self.workers}"]
+        for option in self.extra:
+            args += ["--set", option]
         self.proc = await asyncio.create_subprocess_exec(*args, cwd=self.tmp)
         for _ in range(600):
             if (self.tmp / "conf" / "mitmproxy-ca-cert.pem").exists():
@@ -225,6 +264,16 @@ class Bench:
         await resp.read()
         resp.release()
         return resp.status
+
+    async def budget_peaks(self) -> dict:
+        """The proxy's budget peaks since the last call (which starts a new measurement)."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                "http://sfumato-bench.invalid/peaks", proxy=f"http://127.0.0.1:{self.port}"
+            ) as resp,
+        ):
+            return await resp.json(content_type=None)
 
 
 def engine_seconds(image: bytes, model: str) -> float:
@@ -363,6 +412,67 @@ async def memory_over_uploads(bench: Bench, count: int) -> dict:
     return row
 
 
+async def heavy_load(bench: Bench, name: str, bodies: list[bytes]) -> dict:
+    """All `bodies` uploaded at once; the proxy's peak RSS and budget peaks meanwhile."""
+    assert bench.proc is not None
+    await bench.budget_peaks()  # start a new measurement
+    idle = rss_mb(bench.proc.pid)
+    connector = aiohttp.TCPConnector(limit=len(bodies))
+    timeout = aiohttp.ClientTimeout(total=LOAD_TIMEOUT_S * 4)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        with RssSampler(bench.proc.pid) as sampler:
+            started = time.perf_counter()
+            statuses = await asyncio.gather(
+                *(bench.upload(session, body, via_proxy=True) for body in bodies)
+            )
+            wall = time.perf_counter() - started
+    peaks = await bench.budget_peaks()
+    held = {key: value["peak"] <= value["limit"] for key, value in peaks.items()}
+    row = {
+        "load": name,
+        "uploads": len(bodies),
+        "body_mb": round(len(bodies[0]) / 2**20, 1),
+        "statuses": {str(s): statuses.count(s) for s in sorted(set(statuses))},
+        "wall_s": wall,
+        "proxy_idle_rss_mb": idle,
+        "proxy_peak_rss_mb": sampler.peak,
+        "buffer_bytes_peak_mb": peaks["buffer_bytes"]["peak"] / 2**20,
+        "buffer_bytes_limit_mb": peaks["buffer_bytes"]["limit"] / 2**20,
+        "pixels_peak_mp": peaks["pixels"]["peak"] / 1e6,
+        "pixels_limit_mp": peaks["pixels"]["limit"] / 1e6,
+        "budgets_held": all(held.values()),
+    }
+    print(
+        f"  {name}: {row['statuses']} in {wall:.1f} s, proxy RSS {idle:.0f} -> peak "
+        f"{sampler.peak:.0f} MB; held {row['buffer_bytes_peak_mb']:.0f}/"
+        f"{row['buffer_bytes_limit_mb']:.0f} MB of bytes, {row['pixels_peak_mp']:.0f}/"
+        f"{row['pixels_limit_mp']:.0f} MP of pixels",
+        flush=True,
+    )
+    return row
+
+
+async def heavy_loads(model: str, workers: int | None, tmp: Path) -> list[dict]:
+    """Each load on a fresh proxy (memory a process took stays with it), warmed by one upload."""
+    loads = [
+        ("16 x 4 MP JPEG", lambda: [upload_body(make_jpeg(4, seed=300 + i)) for i in range(16)]),
+        ("8 x 60 MB PNG", lambda: [upload_body(make_noise_png(60 * 2**20))] * 8),
+        ("1 x 100 MP JPEG", lambda: [upload_body(make_jpeg(100, seed=400))]),
+    ]
+    rows = []
+    for index, (name, make_bodies) in enumerate(loads):
+        extra = (f"sfumato_timeout={LOAD_TIMEOUT_S}",)
+        bench = Bench(model, workers, tmp / f"load{index}", extra)
+        await bench.start()
+        try:
+            async with aiohttp.ClientSession() as session:  # loads the model
+                await bench.upload(session, upload_body(make_jpeg(0.25, seed=1)), via_proxy=True)
+            rows.append(await heavy_load(bench, name, make_bodies()))
+        finally:
+            await bench.stop()
+    return rows
+
+
 def resolve_model(arg: str | None, tmp: Path) -> tuple[str, str]:
     """(model path or id, description)."""
     if arg:
@@ -411,13 +521,33 @@ def table(results: dict) -> str:
             f"| {r['concurrent']} | {r['uploads']} | {r['ok']} | {r['wall_s']:.1f} | "
             f"{r['uploads_per_s']:.2f} | {r['proxy_peak_rss_mb']:.0f} |"
         )
-    m = results["memory"]
-    lines += [
-        "",
-        f"Memory over {m['uploads']} uploads (1 MP): RSS after warm-up "
-        f"{m['rss_after_warmup_first_mb']:.0f} MB -> {m['rss_last_mb']:.0f} MB "
-        f"({m['growth_after_warmup_mb']:+.1f} MB), max {m['max_mb']:.0f} MB",
-    ]
+    m = results.get("memory")
+    if m:
+        lines += [
+            "",
+            f"Memory over {m['uploads']} uploads (1 MP): RSS after warm-up "
+            f"{m['rss_after_warmup_first_mb']:.0f} MB -> {m['rss_last_mb']:.0f} MB "
+            f"({m['growth_after_warmup_mb']:+.1f} MB), max {m['max_mb']:.0f} MB",
+        ]
+    if results.get("loads"):
+        lines += [
+            "",
+            f"Heavy loads (sfumato_timeout={LOAD_TIMEOUT_S} s, default budgets). Bytes held = "
+            "upload bytes the proxy held at once (sfumato_buffer_budget); pixels = decoded "
+            "pixels in flight (sfumato_pixel_budget).",
+            "",
+            "| load | answers | wall s | proxy RSS idle MB | proxy RSS peak MB "
+            "| bytes held peak / limit MB | pixels peak / limit MP | budgets held |",
+            "|---|---|---:|---:|---:|---:|---:|:---:|",
+        ]
+        for r in results["loads"]:
+            answers = ", ".join(f"{n}x {code}" for code, n in r["statuses"].items())
+            lines.append(
+                f"| {r['load']} | {answers} | {r['wall_s']:.1f} | {r['proxy_idle_rss_mb']:.0f} "
+                f"| {r['proxy_peak_rss_mb']:.0f} | {r['buffer_bytes_peak_mb']:.0f} / "
+                f"{r['buffer_bytes_limit_mb']:.0f} | {r['pixels_peak_mp']:.0f} / "
+                f"{r['pixels_limit_mp']:.0f} | {'yes' if r['budgets_held'] else 'NO'} |"
+            )
     return "\n".join(lines)
 
 
@@ -425,21 +555,25 @@ async def main_async(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="sfumato-bench-") as tmpdir:
         tmp = Path(tmpdir)
         model, description = resolve_model(args.model, tmp)
-        bench = Bench(model, args.workers, tmp)
-        await bench.start()
-        try:
-            repeats = {1: 3, 4: 2, 12: 1} if args.quick else {1: 9, 4: 7, 12: 5}
-            print("latency (median):", flush=True)
-            lat = await latency(bench, repeats)
-            print("concurrency:", flush=True)
-            conc = [
-                await concurrency(bench, 4, 8 if args.quick else 16),
-                await concurrency(bench, 16, 16 if args.quick else 32),
-            ]
-            print("memory:", flush=True)
-            mem = await memory_over_uploads(bench, 40 if args.quick else 200)
-        finally:
-            await bench.stop()
+        lat, conc, mem, loads = [], [], None, []
+        if not args.loads_only:
+            bench = Bench(model, args.workers, tmp / "main")
+            await bench.start()
+            try:
+                repeats = {1: 3, 4: 2, 12: 1} if args.quick else {1: 9, 4: 7, 12: 5}
+                print("latency (median):", flush=True)
+                lat = await latency(bench, repeats)
+                print("concurrency:", flush=True)
+                conc = [
+                    await concurrency(bench, 4, 8 if args.quick else 16),
+                    await concurrency(bench, 16, 16 if args.quick else 32),
+                ]
+                print("memory:", flush=True)
+                mem = await memory_over_uploads(bench, 40 if args.quick else 200)
+            finally:
+                await bench.stop()
+        print("heavy loads:", flush=True)
+        loads = await heavy_loads(model, args.workers, tmp)
     from proxy.addon import DEFAULT_WORKERS
 
     return {
@@ -453,6 +587,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         "latency": lat,
         "concurrency": conc,
         "memory": mem,
+        "loads": loads,
     }
 
 
@@ -461,6 +596,9 @@ def main() -> int:
     parser.add_argument("--model", help="model id or .onnx path (default: the shipped model)")
     parser.add_argument("--workers", type=int, help="sfumato_workers (default: the addon's)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument(
+        "--loads-only", action="store_true", help="only the heavy loads (memory and budgets)"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "proxy.json"))
     args = parser.parse_args()
     results = asyncio.run(main_async(args))

@@ -1,7 +1,7 @@
-"""Formats: magic-byte sniffing, decoding frames and encoding them again per format with the
-original's fidelity (JPEG tables and subsampling, PNG bit depth and palette, WebP lossless or
-lossy, GIF palettes, animation timing) and metadata. Byte-level container work is in
-`containers.py`; the engine (`engine.py`) only sees frames.
+"""Formats: decoding frames and encoding them again per format with the original's fidelity
+(JPEG tables and subsampling, PNG bit depth and palette, WebP lossless or lossy, GIF palettes,
+animation timing) and metadata. Byte-level container work is in `containers.py`, magic-byte
+sniffing in `image_kinds.py`; the engine (`engine.py`) only sees frames.
 """
 
 from __future__ import annotations
@@ -15,58 +15,13 @@ from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 from perturb import containers, provenance
 from perturb.errors import CorruptImage, ImageTooLarge, ProtectError, UnsupportedImage
+from perturb.image_kinds import sniff_format, sniff_other  # noqa: F401 (the engine's sniffers)
 from perturb.metadata import Metadata
 
 DEFAULT_MAX_PIXELS = 100_000_000  # per frame, and in total for animations
 
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 SUPPORTED = tuple(MIME)
-
-# Formats we recognise only to say clearly that they are not supported.
-_OTHER_MAGIC: list[tuple[bytes, int, str]] = [
-    (b"II*\x00", 0, "TIFF"),
-    (b"MM\x00*", 0, "TIFF"),
-    (b"BM", 0, "BMP"),
-    (b"\x00\x00\x01\x00", 0, "ICO"),
-    (b"8BPS", 0, "PSD"),
-    (b"\xff\x0a", 0, "JPEG XL"),
-    (b"\x00\x00\x00\x0cJXL ", 0, "JPEG XL"),
-    (b"\x00\x00\x00\x0cjP  ", 0, "JPEG 2000"),
-    (b"%PDF", 0, "PDF"),
-    (b"<svg", 0, "SVG"),
-    (b"qoif", 0, "QOI"),
-]
-
-
-def sniff_format(data: bytes) -> str | None:
-    """The supported image format of `data` from its magic bytes ("JPEG", "PNG", "WEBP", "GIF")."""
-    head = bytes(data[:16])
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    return None
-
-
-def sniff_other(data: bytes) -> str | None:
-    """Name of a recognised but unsupported image format (for error messages), or None."""
-    head = bytes(data[:32])
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis"):
-            return "AVIF"
-        if brand in (b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"heim", b"heis"):
-            return "HEIC"
-    for magic, offset, name in _OTHER_MAGIC:
-        if head[offset:].startswith(magic):
-            return name
-    if head.lstrip().startswith(b"<?xml") and b"<svg" in bytes(data[:1024]):
-        return "SVG"
-    return None
 
 WEBP_LOSSY_QUALITY = 90  # WebP does not record its quality; 90 keeps artwork visibly unchanged
 SUBSAMPLING_NAMES = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}

@@ -2,22 +2,33 @@
 
     mitmdump -s proxy/addon.py --set sfumato_sites=deviantart,instagram
 
-For every request the addon asks one question in `requestheaders`: is this a candidate upload
-to an enabled site (see `site_profiles`)? Everything else streams through untouched, and TLS is
-only intercepted for enabled sites' hosts (`allow_hosts` is narrowed unless the user set it).
-Candidate bodies are buffered, handed to a bounded worker pool that finds the images (by magic
-bytes), protects each with `perturb.protect` and rebuilds the body byte-exact around them. Any
-failure answers the browser with a clear error and the site receives nothing. Every outcome
-goes to `Sfumato.outcome_listeners`.
+One pipeline for every request to an enabled site, read top to bottom:
+
+1. `requestheaders` -- the host: does the request belong to an enabled site, by its destination
+   or, for uploads going to other hosts (S3, a PDS), by its Origin/Referer
+   (`site_profiles.match_upload`)? Everything else streams through untouched, and TLS is only
+   intercepted for enabled sites' hosts. The body of the site's requests is buffered, any method
+   and any path, under the body limit and the byte budget, both enforced while it is read
+   (`uploads.body_reading`).
+2. `request` -- a listed endpoint's protocol plug-in may take the request (X's chunked uploads,
+   `uploads.x_media_upload`). Otherwise the body shape (multipart, raw, form, JSON/text with
+   base64 or data: URLs, nested, compressed) is searched for images by magic bytes
+   (`uploads.body_images`); only if there are any, a worker protects each and the body is
+   rebuilt with the fixes the site's profile names (`uploads.upload_rewrite`).
+3. Anything that cannot be protected is refused: the browser gets a clear error
+   (`uploads.refusal`), the site receives nothing. Requests without images pass byte for byte.
+
+Every outcome goes to `Sfumato.outcome_listeners`.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
 import os
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -31,24 +42,34 @@ if __package__ in (None, ""):
 from mitmproxy import ctx, exceptions, http  # noqa: E402
 from mitmproxy.addonmanager import Loader  # noqa: E402
 
-from proxy import chunked_upload, site_profiles  # noqa: E402
-from proxy.image_protection import ImageProtector  # noqa: E402
-from proxy.outcome import Outcome, OutcomeKind  # noqa: E402
-from proxy.refusal import Refusal, refusal_from_engine_error, refusal_response  # noqa: E402
+from proxy import site_profiles  # noqa: E402
+from proxy.image_protection import ImageFinder, ImageProtector  # noqa: E402
+from proxy.outcome import Outcome  # noqa: E402
 from proxy.site_profiles import SiteProfile, UploadMatch  # noqa: E402
-from proxy.upload_rewrite import Rewrite, UploadRequest, rewrite_upload  # noqa: E402
-from proxy.worker_pool import PoolTimeout, WorkerPool  # noqa: E402
+from proxy.uploads import body_reading  # noqa: E402
+from proxy.uploads.body_reading import GUARD_KEY, BodyGuard  # noqa: E402
+from proxy.uploads.budget import Budget, Reservation  # noqa: E402
+from proxy.uploads.refusal import Refusal, refusal_from_engine_error, refusal_response  # noqa: E402
+from proxy.uploads.upload_rewrite import (  # noqa: E402
+    Rewrite,
+    UploadRequest,
+    UploadRules,
+    rewrite_upload,
+)
+from proxy.uploads.worker_pool import PoolTimeout, WorkerPool  # noqa: E402
+from proxy.uploads.x_media_upload import XChunkedUploads  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BODY_LIMIT = 64 * 1024 * 1024
+DEFAULT_BUFFER_BUDGET = 256 * 1024 * 1024
+DEFAULT_PIXEL_BUDGET_MP = 100  # the engine's largest image: every image it accepts fits
 DEFAULT_TIMEOUT = 20
 DEFAULT_WORKERS = max(1, min(4, (os.cpu_count() or 2) // 2))
 # allow_hosts entry that matches no host: with no site enabled, intercept nothing.
 MATCH_NOTHING = "(?!)"
 STREAM_RESPONSES_OVER = 1024 * 1024
-_META = "sfumato_upload"
-_X_INIT = "sfumato_x_init"
+UPLOAD_KEY = "sfumato_upload"
 
 OutcomeListener = Callable[[Outcome], None]
 
@@ -63,13 +84,17 @@ class Sfumato:
         self.strength: str | float = "default"
         self.site_strengths: dict[str, str | float] = {}
         self.pool: WorkerPool | None = None
-        self.x_uploads = chunked_upload.XUploadStore()
+        self.buffer = Budget(DEFAULT_BUFFER_BUDGET, "upload bytes", "sfumato_buffer_budget")
+        self.pixels = Budget(DEFAULT_PIXEL_BUDGET_MP * 10**6, "pixels", "sfumato_pixel_budget")
+        # Plug-ins for site protocols that span requests, by `Endpoint.protocol`.
+        self.protocols = {"x-chunked": XChunkedUploads(self.buffer)}
         self._own_allow_hosts: list[str] | None = None
         self._user_allow_hosts = False
 
     # ----------------------------------------------------------------- options
 
     def load(self, loader: Loader) -> None:
+        body_reading.install()
         loader.add_option(
             "sfumato_sites",
             str,
@@ -102,8 +127,24 @@ class Sfumato:
             "sfumato_body_limit",
             int,
             DEFAULT_BODY_LIMIT,
-            "Largest upload body (bytes) Sfumato buffers; larger uploads to enabled sites are "
-            "refused.",
+            "Largest request body (bytes) Sfumato reads from an enabled site's pages, also once "
+            "decompressed; larger ones are refused while they are read.",
+        )
+        loader.add_option(
+            "sfumato_buffer_budget",
+            int,
+            DEFAULT_BUFFER_BUDGET,
+            "Most upload bytes Sfumato holds in memory at once, over all uploads (bodies being "
+            "read and protected, X segments held). An upload that does not fit is refused at "
+            "once with 503 and Retry-After.",
+        )
+        loader.add_option(
+            "sfumato_pixel_budget",
+            int,
+            DEFAULT_PIXEL_BUDGET_MP,
+            "Most decoded image pixels (megapixels, all frames) being protected at once. An "
+            "image waits for room until its timeout, then gets 503 and Retry-After; a larger "
+            "image is refused.",
         )
         loader.add_option(
             "sfumato_timeout",
@@ -148,6 +189,20 @@ class Sfumato:
                 f"sfumato_body_limit must be a positive number of bytes, "
                 f"not {opts.sfumato_body_limit}"
             )
+        if "sfumato_buffer_budget" in updated:
+            if opts.sfumato_buffer_budget < 1024 * 1024:
+                raise exceptions.OptionsError(
+                    "sfumato_buffer_budget must be at least 1 MiB (1048576 bytes), not "
+                    f"{opts.sfumato_buffer_budget}"
+                )
+            self.buffer.limit = opts.sfumato_buffer_budget
+        if "sfumato_pixel_budget" in updated:
+            if opts.sfumato_pixel_budget < 1:
+                raise exceptions.OptionsError(
+                    f"sfumato_pixel_budget must be at least 1 megapixel, not "
+                    f"{opts.sfumato_pixel_budget}"
+                )
+            self.pixels.limit = opts.sfumato_pixel_budget * 10**6
         if "sfumato_timeout" in updated and opts.sfumato_timeout < 1:
             raise exceptions.OptionsError(
                 f"sfumato_timeout must be at least 1 second, not {opts.sfumato_timeout}"
@@ -227,65 +282,89 @@ class Sfumato:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
-        req = flow.request
+        request = flow.request
         match = site_profiles.match_upload(
-            self.enabled, req.method, req.pretty_host, req.path, req.headers
+            self.enabled, request.pretty_host, request.path, request.headers
         )
         if match is None:
-            req.stream = True
+            request.stream = True
             return
-        flow.metadata[_META] = match
+        flow.metadata[UPLOAD_KEY] = match
         # Buffer it, even if another addon (e.g. mitmproxy's stream_large_bodies) chose to
         # stream it: a streamed upload would reach the site unprotected.
-        req.stream = False
-        declared = req.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > ctx.options.sfumato_body_limit:
-            self._refuse(flow, match, self._too_large(int(declared)), bytes_in=int(declared))
+        request.stream = False
+        reservation = Reservation(self.buffer)
+        weakref.finalize(flow, reservation.release)  # also given back in response/error
+        guard = BodyGuard(self._body_limit(), reservation, lambda r: self._answer(flow, match, r))
+        flow.metadata[GUARD_KEY] = guard
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit():
+            refusal = guard.admit(int(declared))
+            if refusal is not None:  # its body is dropped as it arrives
+                flow.response = self._answer(flow, match, refusal)
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
-        match: UploadMatch | None = flow.metadata.get(_META)
+        match: UploadMatch | None = flow.metadata.get(UPLOAD_KEY)
         if match is None:
             return
-        size = len(flow.request.raw_content or b"")
+        upload = UploadRequest.from_flow(flow.request)
         try:
-            if size > ctx.options.sfumato_body_limit:
-                raise self._too_large(size)
-            if match.shape == "x_chunked":
-                await self._x_request(flow, match)
-                return
-            upload = UploadRequest.from_flow(flow.request)
-            rewrite_fn = partial(rewrite_upload, keep_size=match.rule.keep_size)
-            rewrite = await self._in_pool(match.profile, rewrite_fn, match.shape, upload)
-            self._apply(flow, match, rewrite)
+            rewrite = await self._rewrite(flow, match, upload)
+            if rewrite is not None:
+                self._apply(flow, match, rewrite)
         except Refusal as refusal:
-            self._refuse(flow, match, refusal, bytes_in=size)
+            flow.response = self._answer(flow, match, refusal)
         except Exception as err:
             # Fail closed: a bug must never let an enabled site's upload through unprotected
             # (mitmproxy would log a hook's exception and forward the request).
             log.exception("sfumato: handling an upload failed")
-            self._refuse(flow, match, refusal_from_engine_error(err), bytes_in=size)
+            flow.response = self._answer(flow, match, refusal_from_engine_error(err))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         # Responses are never rewritten: stream large ones (downloads stay fast and unbuffered).
-        # Small ones are left to mitmproxy's default; an X INIT answer is read in `response`.
-        if flow.response is None or _X_INIT in flow.metadata:
+        # Small ones are left to mitmproxy's default; a plug-in may need to read one whole.
+        if flow.response is None or any(p.wants_response(flow) for p in self.protocols.values()):
             return
         declared = flow.response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > STREAM_RESPONSES_OVER:
             flow.response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> None:
-        init = flow.metadata.get(_X_INIT)
-        if init is None or flow.response is None:
-            return
-        step, declared = init
-        media_id = chunked_upload.media_id_from_response(flow.response.content or b"")
-        if media_id and 200 <= flow.response.status_code < 300:
-            self.x_uploads.track(media_id, step.total_bytes, step.media_type, declared)
+        for protocol in self.protocols.values():
+            protocol.response(flow)
+        self._release(flow)
 
-    # --------------------------------------------------------------- internals
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._release(flow)
+
+    # --------------------------------------------------------------- the pipeline
+
+    async def _rewrite(
+        self, flow: http.HTTPFlow, match: UploadMatch, upload: UploadRequest
+    ) -> Rewrite | None:
+        """The request rewritten: by its protocol's plug-in, else by the one pipeline."""
+        endpoint = match.endpoint
+        protocol = self.protocols.get(endpoint.protocol or "") if endpoint else None
+        if protocol is not None:
+            run = partial(self._in_pool, match.profile)
+            rewrite = await protocol.request(flow, upload, run, self._body_limit())
+            if rewrite is not None:
+                return rewrite
+        if not upload.body:
+            return None
+        rules = UploadRules(
+            fixes=match.profile.fixes,
+            keep_size=bool(endpoint and endpoint.keep_size),
+            report_empty=endpoint is not None,
+            body_limit=self._body_limit(),
+        )
+        # Find the images first (no worker taken, nothing decoded): most requests have none.
+        found = await asyncio.to_thread(rewrite_upload, upload, rules, ImageFinder())
+        if not found.images:
+            return found
+        return await self._in_pool(match.profile, rewrite_upload, upload, rules)
 
     async def _in_pool(self, profile: SiteProfile, fn: Callable[..., Rewrite], *args) -> Rewrite:
         """Run `fn(*args, protector)` in the worker pool under the per-upload deadline."""
@@ -296,6 +375,7 @@ class Sfumato:
             strength=self.site_strengths.get(profile.id, self.strength),
             model=ctx.options.sfumato_model or None,
             deadline=time.monotonic() + timeout,
+            pixels=self.pixels,
         )
         try:
             return await self.pool.run(fn, *args, protector, timeout=timeout)
@@ -312,21 +392,14 @@ class Sfumato:
             log.exception("sfumato: rewriting an upload failed")
             raise refusal_from_engine_error(err) from None
 
-    def _too_large(self, size: int) -> Refusal:
-        limit = ctx.options.sfumato_body_limit
-        return Refusal(
-            "body-too-large",
-            f"the upload is {size} bytes, more than Sfumato's limit of {limit} bytes",
-            "protect the file before uploading (sfumato protect FILE), or raise sfumato_body_limit",
-        )
+    def _body_limit(self) -> int:
+        return min(ctx.options.sfumato_body_limit, self.buffer.limit)
 
-    def _apply_quietly(self, flow: http.HTTPFlow, rewrite: Rewrite) -> None:
-        """Apply a rewrite that is not an upload outcome (X INIT, FINALIZE)."""
-        rewrite.outcome = None
-        self._apply(flow, None, rewrite)
-
-    def _apply(self, flow: http.HTTPFlow, match: UploadMatch | None, rewrite: Rewrite) -> None:
+    def _apply(self, flow: http.HTTPFlow, match: UploadMatch, rewrite: Rewrite) -> None:
         req = flow.request
+        if rewrite.answer is not None:
+            flow.response = rewrite.answer
+            return
         for name in rewrite.remove_headers:
             req.headers.pop(name, None)
         for name, value in rewrite.set_headers.items():
@@ -334,59 +407,60 @@ class Sfumato:
         if rewrite.path is not None:
             req.path = rewrite.path
         if rewrite.body is not None:
-            if rewrite.raw:
-                req.raw_content = rewrite.body
-                if "content-length" in req.headers or "transfer-encoding" not in req.headers:
-                    req.headers["content-length"] = str(len(rewrite.body))
-            else:
-                req.content = rewrite.body
-        if rewrite.outcome is not None and match is not None:
-            self._report(self._outcome(flow, match, rewrite.outcome, rewrite))
+            req.raw_content = rewrite.body
+            if "content-length" in req.headers or "transfer-encoding" not in req.headers:
+                req.headers["content-length"] = str(len(rewrite.body))
+        if rewrite.outcome is not None:
+            self._report(
+                Outcome(
+                    site=match.profile.id,
+                    shape=rewrite.shape or _shape_of(req),
+                    host=req.pretty_host,
+                    path=req.path,
+                    method=req.method,
+                    outcome=rewrite.outcome,
+                    reason=rewrite.reason,
+                    bytes_in=rewrite.bytes_in,
+                    bytes_out=rewrite.bytes_out,
+                    images=rewrite.images,
+                    timings=rewrite.timings,
+                )
+            )
 
-    def _outcome(
-        self, flow: http.HTTPFlow, match: UploadMatch, kind: OutcomeKind, rewrite: Rewrite
-    ) -> Outcome:
-        return Outcome(
-            site=match.profile.id,
-            shape=rewrite.shape or match.shape,
-            host=flow.request.pretty_host,
-            path=flow.request.path,
-            method=flow.request.method,
-            outcome=kind,
-            reason=rewrite.reason,
-            bytes_in=rewrite.bytes_in,
-            bytes_out=rewrite.bytes_out,
-            images=rewrite.images,
-            timings=rewrite.timings,
-        )
-
-    def _refuse(
-        self, flow: http.HTTPFlow, match: UploadMatch, refusal: Refusal, *, bytes_in: int = 0
-    ) -> None:
-        headers = flow.request.headers
-        flow.response = refusal_response(
-            refusal,
-            site_name=match.profile.name,
-            accept=headers.get("accept", ""),
-            origin=headers.get("origin"),
-        )
+    def _answer(self, flow: http.HTTPFlow, match: UploadMatch, refusal: Refusal) -> http.Response:
+        """The refusal the browser gets instead of the site's answer; logged in one line and
+        reported. The site receives nothing."""
+        req = flow.request
         flow.metadata["sfumato_refused"] = refusal.code
         log.warning(
-            "sfumato: refused upload to %s (%s): %s", match.profile.name, refusal.code, refusal
+            "sfumato: refused an upload to %s (%s): %s", match.profile.name, refusal.code, refusal
         )
+        declared = req.headers.get("content-length", "")
         self._report(
             Outcome(
                 site=match.profile.id,
-                shape=match.shape,
-                host=flow.request.pretty_host,
-                path=flow.request.path,
-                method=flow.request.method,
+                shape=_shape_of(req),
+                host=req.pretty_host,
+                path=req.path,
+                method=req.method,
                 outcome="refused",
                 reason=str(refusal),
                 code=refusal.code,
-                bytes_in=bytes_in,
+                bytes_in=int(declared) if declared.isdigit() else len(req.raw_content or b""),
             )
         )
+        self._release(flow)
+        return refusal_response(
+            refusal,
+            site_name=match.profile.name,
+            accept=req.headers.get("accept", ""),
+            origin=req.headers.get("origin"),
+        )
+
+    def _release(self, flow: http.HTTPFlow) -> None:
+        guard: BodyGuard | None = flow.metadata.get(GUARD_KEY)
+        if guard is not None:
+            guard.reservation.release()
 
     def _report(self, outcome: Outcome) -> None:
         for listener in list(self.outcome_listeners):
@@ -395,85 +469,15 @@ class Sfumato:
             except Exception:  # a broken listener must not break uploads
                 log.exception("sfumato: outcome listener failed")
 
-    # ---------------------------------------------------------------- X (INIT/APPEND/FINALIZE)
 
-    async def _x_request(self, flow: http.HTTPFlow, match: UploadMatch) -> None:
-        upload = UploadRequest.from_flow(flow.request)
-        try:
-            step = chunked_upload.parse_step(upload.path, upload.body, upload.content_type)
-        except chunked_upload.ChunkedUploadError as err:
-            raise Refusal("bad-request", str(err), "retry the upload") from None
-        try:
-            await self._x_step(flow, match, upload, step)
-        except chunked_upload.ChunkedUploadError as err:
-            self.x_uploads.pop(step.media_id)
-            raise Refusal("bad-request", str(err), "retry the upload") from None
-        except Refusal:
-            self.x_uploads.pop(step.media_id)
-            raise
-
-    async def _x_step(
-        self,
-        flow: http.HTTPFlow,
-        match: UploadMatch,
-        upload: UploadRequest,
-        step: chunked_upload.Step,
-    ) -> None:
-        limit = ctx.options.sfumato_body_limit
-        if step.command == "INIT":
-            if step.media_type.startswith("image/"):
-                if step.total_bytes > limit:
-                    raise self._too_large(step.total_bytes)
-                declared = chunked_upload.declared_total(step.media_type, step.total_bytes)
-                flow.metadata[_X_INIT] = (step, declared)
-                if declared != step.total_bytes:
-                    # Room for a protected lossless file (padded to exactly this length later).
-                    self._apply_quietly(flow, chunked_upload.init_rewrite(upload, declared))
-            return
-        entry = self.x_uploads.get(step.media_id) if step.media_id else None
-        if step.command == "APPEND":
-            if entry is None:
-                if step.segment_index == 0 and chunked_upload.segment_is_image(step):
-                    raise Refusal(
-                        "unsupported-upload",
-                        "this image upload started before Sfumato saw its INIT request",
-                        "retry the upload",
-                    )
-                return  # not an image upload Sfumato tracks (video, ...)
-            entry.add(step.segment_index, step.segment)
-            if entry.received < entry.total_bytes:
-                # Hold the bytes: the site gets the whole protected file in one APPEND later.
-                # The page calls upload.x.com cross-origin: the answer needs CORS headers.
-                headers = {"Cache-Control": "no-store"}
-                origin = flow.request.headers.get("origin")
-                if origin and origin != "null":
-                    headers["Access-Control-Allow-Origin"] = origin
-                    headers["Access-Control-Allow-Credentials"] = "true"
-                    headers["Vary"] = "Origin"
-                flow.response = http.Response.make(204, b"", headers)
-                return
-            data = entry.assemble()
-            rewrite = await self._in_pool(
-                match.profile,
-                chunked_upload.protect_append,
-                upload,
-                step,
-                data,
-                entry.declared_bytes,
-            )
-            entry.protected_md5 = hashlib.md5(rewrite.protected_data).hexdigest()
-            self._apply(flow, match, rewrite)
-            return
-        if step.command == "FINALIZE" and entry is not None:
-            if entry.protected_md5 is None:
-                raise Refusal(
-                    "unsupported-upload",
-                    "the upload was finalized before all of its bytes arrived",
-                    "retry the upload",
-                )
-            fix = chunked_upload.finalize_rewrite(upload, step, entry.protected_md5)
-            self.x_uploads.pop(step.media_id)
-            self._apply(flow, match, fix)
+def _shape_of(request: http.Request) -> str:
+    """The body shape named in outcomes when the pipeline did not get to say."""
+    content_type = (request.headers.get("content-type") or "").lower()
+    if content_type.startswith("multipart/"):
+        return "multipart"
+    if "json" in content_type or "form-urlencoded" in content_type or "text/" in content_type:
+        return "data_url"
+    return "raw"
 
 
 addons = [Sfumato()]

@@ -33,7 +33,7 @@ STORE_OPTIONS = (
 def builtin_sites() -> dict[str, BuiltinSite]:
     """The built-in profiles, as the store and the API list them."""
     return {
-        p.id: BuiltinSite(p.name, tuple(p.hosts), tuple(p.upload_hosts))
+        p.id: BuiltinSite(p.name, tuple(p.hosts), p.upload_hosts + p.shared_upload_hosts)
         for p in site_profiles.BUILTIN_PROFILES
     }
 

@@ -1,13 +1,20 @@
-"""Site profiles: which requests carry artwork uploads, and how the image travels in them.
+"""Site profiles: which sites Sfumato protects, where their uploads go, and what their upload
+requests need beyond the one pipeline.
 
-Profiles are plain data. A profile names the site's own hosts, the other hosts its uploads go
-to (an S3 bucket, a Bluesky PDS), and its upload rules (method, path pattern, body shape).
-Uploads to another host belong to a site only when the request's Origin/Referer is the site:
-the browser sends those, and they are what tells a Cara upload to S3 from any other S3 traffic.
+Profiles are plain data. A profile names the site's own hosts, the hosts its uploads go to that
+are its own (a Bluesky PDS), storage hosts it shares with the rest of the web (Amazon S3), the
+fixes its requests need when a body changes (`FIXES`), and its listed upload endpoints.
+
+Which requests belong to a site: every request to its own hosts and upload hosts; a request to
+any other host when its Origin/Referer is one of the site's hosts (the browser sends those: they
+tell a Cara upload to S3 from any other S3 traffic). Every such request that carries an image is
+protected or refused, whatever its path or method: a new endpoint the site ships tomorrow is
+covered. Listed endpoints only add what a site's protocol needs (a plug-in for X's chunked
+uploads, Bluesky's byte count) and are matched on the path as servers route it (`route_path`).
 
 Host patterns: `example.com` is exact; a leading `*.` matches one or more labels
 (`*.example.com` matches `a.b.example.com`, not `example.com`); any other `*` matches within one
-label (`s3.*.amazonaws.com`). Path patterns are shell globs on the path without the query.
+label (`s3.*.amazonaws.com`). Endpoint paths are shell globs on the routed path.
 
 Adding a site is adding one `SiteProfile` to `BUILTIN_PROFILES` (facts in ../shared/docs/SITES.md).
 """
@@ -20,31 +27,25 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
-from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-Shape = Literal["multipart", "raw", "data_url", "x_chunked", "s3", "generic"]
-SHAPES: tuple[str, ...] = ("multipart", "raw", "data_url", "x_chunked", "s3", "generic")
-RuleHosts = Literal["site", "upload", "any"]
 STRENGTH_PRESETS = ("low", "default", "high")
+# Fixes a profile may name (see proxy/uploads/header_fixes.py and signed_upload.py).
+FIXES = frozenset({"entity-length", "rupload-params", "resumable-offset", "s3"})
 
 
 @dataclass(frozen=True)
-class UploadRule:
-    """One kind of upload request: where it goes, what it looks like, how the image travels.
+class Endpoint:
+    """A listed upload request: its path pattern and what it needs beyond the pipeline.
 
-    `on` says which hosts the rule applies to: the site's own hosts, its upload hosts, or any
-    host. `needs_origin` additionally requires the request's Origin/Referer to be a site host.
     `keep_size`: the site's app already sized a lossy image (JPEG, WebP) for the server's limit,
-    so the protected image keeps the original byte count.
+    so the protected image keeps the original byte count. `protocol`: the plug-in that handles
+    a protocol spanning several requests (the addon's `protocols`).
     """
 
-    shape: Shape
-    path: str = "*"
-    methods: tuple[str, ...] = ("POST",)
-    on: RuleHosts = "site"
-    needs_origin: bool = False
+    path: str
     keep_size: bool = False
+    protocol: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,26 +55,24 @@ class SiteProfile:
     id: str
     name: str
     hosts: tuple[str, ...]
-    rules: tuple[UploadRule, ...]
+    endpoints: tuple[Endpoint, ...] = ()
     upload_hosts: tuple[str, ...] = ()
+    shared_upload_hosts: tuple[str, ...] = ()
+    fixes: frozenset[str] = frozenset()
     custom: bool = False
 
     @property
     def intercept_hosts(self) -> tuple[str, ...]:
         """Host patterns whose TLS must be intercepted for this site's uploads."""
-        return self.hosts + self.upload_hosts
+        return self.hosts + self.upload_hosts + self.shared_upload_hosts
 
 
 @dataclass(frozen=True)
 class UploadMatch:
-    """A request recognised as a candidate upload."""
+    """A request that belongs to an enabled site; `endpoint` if it is a listed one."""
 
     profile: SiteProfile
-    rule: UploadRule
-
-    @property
-    def shape(self) -> Shape:
-        return self.rule.shape
+    endpoint: Endpoint | None = None
 
 
 _S3_HOSTS = (
@@ -86,37 +85,28 @@ _S3_HOSTS = (
 )
 
 
-def _generic_rules() -> tuple[UploadRule, ...]:
-    """Any image upload to the site itself, or to any host when Origin/Referer is the site."""
-    methods = ("POST", "PUT")
-    return (
-        UploadRule("generic", "*", methods, on="site"),
-        UploadRule("generic", "*", methods, on="any", needs_origin=True),
-    )
-
-
 BUILTIN_PROFILES: tuple[SiteProfile, ...] = (
     SiteProfile(
         id="deviantart",
         name="DeviantArt",
         hosts=("deviantart.com", "*.deviantart.com", "sta.sh", "*.sta.sh"),
-        rules=(
-            UploadRule("multipart", "/_puppy/dashared/deviation/submit/upload/deviation"),
-            UploadRule("multipart", "/_puppy/dashared/deviation/attachments/add"),
-            UploadRule("multipart", "/api/v1/oauth2/stash/submit"),
+        endpoints=(
+            Endpoint("/_puppy/dashared/deviation/submit/upload/deviation"),
+            Endpoint("/_puppy/dashared/deviation/attachments/add"),
+            Endpoint("/api/v1/oauth2/stash/submit"),
         ),
     ),
     SiteProfile(
         id="pixiv",
         name="Pixiv",
         hosts=("pixiv.net", "*.pixiv.net"),
-        rules=(UploadRule("multipart", "/ajax/work/create/illustration"),),
+        endpoints=(Endpoint("/ajax/work/create/illustration"),),
     ),
     SiteProfile(
         id="tumblr",
         name="Tumblr",
         hosts=("tumblr.com", "*.tumblr.com"),
-        rules=(UploadRule("multipart", "/api/v2/media/image"),),
+        endpoints=(Endpoint("/api/v2/media/image"),),
     ),
     SiteProfile(
         id="instagram",
@@ -129,49 +119,41 @@ BUILTIN_PROFILES: tuple[SiteProfile, ...] = (
             "threads.com",
             "*.threads.com",
         ),
-        rules=(UploadRule("raw", "/rupload_igphoto/*"),),
+        endpoints=(Endpoint("/rupload_igphoto/*"),),
+        fixes=frozenset({"entity-length", "rupload-params", "resumable-offset"}),
     ),
     SiteProfile(
         id="bluesky",
         name="Bluesky",
         hosts=("bsky.app", "*.bsky.app"),
+        # A self-hosted PDS belongs to Bluesky by Origin/Referer bsky.app; its TLS is only
+        # intercepted if its host is listed (a custom site or allow_hosts).
         upload_hosts=("*.host.bsky.network", "bsky.social"),
-        rules=(
-            # The app recompresses images to fit the blob size limit: keep_size holds it.
-            UploadRule("raw", "/xrpc/com.atproto.repo.uploadBlob", on="upload", keep_size=True),
-            # A self-hosted PDS: recognised by the path plus Origin/Referer bsky.app. Its TLS is
-            # only intercepted if its host is listed (a custom site or allow_hosts).
-            UploadRule(
-                "raw",
-                "/xrpc/com.atproto.repo.uploadBlob",
-                on="any",
-                needs_origin=True,
-                keep_size=True,
-            ),
-        ),
+        # The app recompresses images to fit the blob size limit: keep_size holds it.
+        endpoints=(Endpoint("/xrpc/com.atproto.repo.uploadBlob", keep_size=True),),
     ),
     SiteProfile(
         id="x",
         name="X / Twitter",
         hosts=("x.com", "*.x.com", "twitter.com", "*.twitter.com"),
-        rules=(
-            UploadRule("x_chunked", "/i/media/upload.json"),
-            UploadRule("x_chunked", "/1.1/media/upload.json"),
+        endpoints=(
+            Endpoint("/i/media/upload.json", protocol="x-chunked"),
+            Endpoint("/1.1/media/upload.json", protocol="x-chunked"),
         ),
     ),
     SiteProfile(
         id="cara",
         name="Cara",
         hosts=("cara.app", "*.cara.app"),
-        upload_hosts=_S3_HOSTS,
-        rules=(UploadRule("s3", "*", ("PUT", "POST"), on="upload", needs_origin=True),),
+        shared_upload_hosts=_S3_HOSTS,
+        fixes=frozenset({"s3"}),
     ),
     SiteProfile(
         id="artstation",
         name="ArtStation",
         hosts=("artstation.com", "*.artstation.com"),
-        upload_hosts=_S3_HOSTS,
-        rules=_generic_rules(),
+        shared_upload_hosts=_S3_HOSTS,
+        fixes=frozenset({"s3"}),
     ),
 )
 
@@ -231,38 +213,66 @@ def origin_host(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def _rule_matches(
-    profile: SiteProfile, rule: UploadRule, method: str, host: str, path: str, origin: str | None
-) -> bool:
-    if method.upper() not in rule.methods:
-        return False
-    if not fnmatchcase(path, rule.path):
-        return False
-    if rule.on == "site" and not host_matches(host, profile.hosts):
-        return False
-    if rule.on == "upload" and not host_matches(host, profile.upload_hosts):
-        return False
-    return not (rule.needs_origin and not (origin and host_matches(origin, profile.hosts)))
+def site_of(
+    profiles: Iterable[SiteProfile], host: str, headers: Mapping[str, str]
+) -> SiteProfile | None:
+    """The enabled site a request belongs to: by its destination, else by its Origin/Referer."""
+    profiles = list(profiles)
+    for profile in profiles:
+        if host_matches(host, profile.hosts + profile.upload_hosts):
+            return profile
+    origin = origin_host(headers)
+    if origin is not None:
+        for profile in profiles:
+            if host_matches(origin, profile.hosts):
+                return profile
+    return None
+
+
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def route_path(path: str) -> str:
+    """The path as a server may route it, for matching endpoints: no query or fragment,
+    percent-escapes decoded (repeatedly: some servers decode twice), `\\` as `/`, `;params`
+    dropped, `.` and `..` resolved, empty segments and trailing dots dropped, lower case.
+
+    Matching more spellings than one server would is harmless (the pipeline protects every
+    image anyway; an endpoint only adds what its protocol needs), matching fewer is not.
+    """
+    path = path.split("#", 1)[0].split("?", 1)[0]
+    for _ in range(3):
+        if not _PERCENT.search(path):
+            break
+        path = unquote(path, errors="replace")
+    segments: list[str] = []
+    for raw in path.replace("\\", "/").split("/"):
+        segment = raw.split(";", 1)[0].strip()
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment.rstrip(". "):
+            segments.append(segment.rstrip(". "))
+    return "/" + "/".join(segments).lower()
+
+
+def endpoint_for(profile: SiteProfile, path: str) -> Endpoint | None:
+    """The profile's listed endpoint this path routes to, if any."""
+    routed = route_path(path)
+    for endpoint in profile.endpoints:
+        if fnmatchcase(routed, route_path(endpoint.path)):
+            return endpoint
+    return None
 
 
 def match_upload(
-    profiles: Iterable[SiteProfile],
-    method: str,
-    host: str,
-    path: str,
-    headers: Mapping[str, str],
+    profiles: Iterable[SiteProfile], host: str, path: str, headers: Mapping[str, str]
 ) -> UploadMatch | None:
-    """The first profile rule that recognises this request as a candidate upload, if any.
-
-    `path` may include a query string; it is ignored for matching.
-    """
-    path = path.split("?", 1)[0] or "/"
-    origin = origin_host(headers)
-    for profile in profiles:
-        for rule in profile.rules:
-            if _rule_matches(profile, rule, method, host, path, origin):
-                return UploadMatch(profile, rule)
-    return None
+    """The enabled site this request belongs to, and its listed endpoint if any."""
+    profile = site_of(profiles, host, headers)
+    if profile is None:
+        return None
+    return UploadMatch(profile, endpoint_for(profile, path))
 
 
 def parse_site_ids(value: str, known: Iterable[str]) -> list[str]:
@@ -312,7 +322,8 @@ def parse_site_strengths(value: str, known: Iterable[str]) -> dict[str, str | fl
 
 
 def parse_custom_sites(value: str) -> list[SiteProfile]:
-    """Parse `sfumato_custom_sites` (JSON list of {"id", "name", "hosts"}) into generic profiles.
+    """Parse `sfumato_custom_sites` (JSON list of {"id", "name", "hosts"}) into profiles: every
+    image upload to those hosts, or from their pages, is protected.
 
     Raises ValueError with the offending entry.
     """
@@ -355,7 +366,7 @@ def parse_custom_sites(value: str) -> list[SiteProfile]:
                 id=site_id,
                 name=name.strip(),
                 hosts=tuple(clean),
-                rules=_generic_rules(),
+                fixes=frozenset({"s3"}),
                 custom=True,
             )
         )

@@ -1,17 +1,29 @@
-"""Fixtures for the proxy tests: tiny models (working, failing, slow) and test images."""
+"""Fixtures for the proxy tests: tiny models (working, failing, slow), test images, and the
+end-to-end parts (a test PKI, the upload server impersonating the sites, a real mitmproxy)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
+import pytest_asyncio
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from proxy.outcome import Outcome
+from tests.proxy.e2e_support import (
+    ALL_SITES,
+    ProxyHarness,
+    UploadServer,
+    make_test_pki,
+    start_proxy,
+)
 from tests.support.tiny_model import build_tiny_model
 
 
@@ -94,3 +106,57 @@ def jpeg() -> bytes:
 @pytest.fixture(scope="session")
 def png() -> bytes:
     return image_bytes(200, 160, "PNG", seed=2)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> tuple[Path, Path, Path]:
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def upstream(pki) -> AsyncIterator[UploadServer]:
+    server = UploadServer()
+    await server.start(pki[1], pki[2])
+    yield server
+    await server.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def proxy(tmp_path_factory, pki, upstream, tiny_model) -> AsyncIterator[ProxyHarness]:
+    """A real mitmproxy with the addon, every built-in site enabled; `outcomes` collects the
+    addon's outcomes."""
+    harness = await start_proxy(
+        tmp_path_factory.mktemp("mitmproxy"),
+        pki[0],
+        upstream.port,
+        sfumato_sites=ALL_SITES,
+        sfumato_model=str(tiny_model),
+        sfumato_workers=2,
+    )
+    harness.outcomes: list[Outcome] = []  # type: ignore[misc]
+    harness.sfumato.outcome_listeners.append(harness.outcomes.append)
+    yield harness
+    await harness.stop()
+
+
+@pytest.fixture(autouse=True)
+def restore_options(request, tiny_model):
+    """Tests may change the proxy's options; the next test starts from the defaults."""
+    yield
+    if "proxy" in request.fixturenames:
+        proxy = request.getfixturevalue("proxy")
+        proxy.configure(
+            sfumato_sites=ALL_SITES,
+            sfumato_model=str(tiny_model),
+            sfumato_timeout=20,
+            sfumato_body_limit=64 * 1024 * 1024,
+            sfumato_buffer_budget=256 * 1024 * 1024,
+            sfumato_pixel_budget=100,
+        )
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(proxy) -> AsyncIterator[aiohttp.ClientSession]:
+    """A fresh client (no pooled tunnels) trusting only mitmproxy's CA."""
+    async with aiohttp.ClientSession() as session:
+        yield session

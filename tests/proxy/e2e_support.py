@@ -14,10 +14,12 @@ import datetime
 import ipaddress
 import socket
 import ssl
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -239,3 +241,30 @@ async def peer_certificate_issuer(proxy_port: int, host: str, trust: Path) -> st
     writer.close()
     cert = x509.load_der_x509_certificate(der)
     return cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+
+ALL_SITES = "deviantart,pixiv,tumblr,instagram,bluesky,x,cara,artstation"
+DA_UPLOAD = "https://www.deviantart.com/_puppy/dashared/deviation/submit/upload/deviation"
+
+
+async def send(
+    proxy: ProxyHarness,
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    body: bytes,
+    trust: Path | None = None,
+    **headers: str,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request through the proxy; (status, headers, body) of the answer."""
+    context = ssl.create_default_context(cafile=str(trust or proxy.ca_file))
+    hdrs = {k.replace("_", "-"): v for k, v in headers.items()}
+    async with session.request(
+        method, url, data=body, headers=hdrs, proxy=proxy.url, ssl=context
+    ) as resp:
+        return resp.status, dict(resp.headers), await resp.read()
+
+
+def token() -> str:
+    """A unique marker to find one request among those the upload server received."""
+    return uuid.uuid4().hex[:12]

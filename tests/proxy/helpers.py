@@ -53,5 +53,14 @@ def decode(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
 
 
+def assert_protected(original: bytes, new: bytes) -> None:
+    """`new` is `original` protected: other bytes, the marker, the same dimensions."""
+    import perturb
+
+    assert new != original
+    assert perturb.inspect_marker(new) is not None
+    assert decode(new).shape == decode(original).shape
+
+
 def data_url(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"

@@ -116,15 +116,35 @@ def test_allow_hosts_follow_enabled_sites_live() -> None:
         assert tctx.options.allow_hosts == ["^only\\.example:443$"]
 
 
-def test_other_requests_stream_and_are_not_touched(sfumato: Sfumato) -> None:
+def test_requests_to_other_sites_stream_and_are_not_touched(sfumato: Sfumato) -> None:
     for flow in (
         make_flow("POST", "https://example.org/upload", b"x"),
-        make_flow("GET", DA_UPLOAD),
-        make_flow("POST", "https://www.deviantart.com/other", b"x"),
+        make_flow("PUT", "https://bucket.s3.amazonaws.com/k", b"x"),  # not from a site's page
     ):
         sfumato.requestheaders(flow)
         assert flow.request.stream is True
         assert flow.response is None
+    assert sfumato.outcomes == []
+
+
+async def test_requests_of_an_enabled_site_without_images_pass_byte_for_byte(sfumato) -> None:
+    """Every request of an enabled site is read and searched; without an image it passes
+    unchanged, and only listed upload endpoints report it."""
+    bodies = [
+        ("GET", DA_UPLOAD, b"", ""),
+        ("POST", "https://www.deviantart.com/other", b'{"like": 1}', "application/json"),
+        (
+            "PATCH",
+            "https://www.deviantart.com/x",
+            b"a=1&b=%FF",
+            "application/x-www-form-urlencoded",
+        ),
+        ("PUT", "https://www.deviantart.com/x", bytes(range(256)) * 8, "application/octet-stream"),
+    ]
+    for method, url, body, content_type in bodies:
+        flow = await run(sfumato, make_flow(method, url, body, content_type=content_type))
+        assert not flow.request.stream and flow.response is None
+        assert flow.request.raw_content == body
     assert sfumato.outcomes == []
 
 
@@ -307,7 +327,7 @@ async def test_cara_s3_post_policy_form(sfumato, jpeg) -> None:
     parts, original = split_multipart(flow.request.raw_content), split_multipart(body)
     assert parts[:3] == original[:3]
     assert_protected(jpeg, parts[3][1])
-    assert sfumato.outcomes[0].shape == "s3" and sfumato.outcomes[0].outcome == "protected"
+    assert sfumato.outcomes[0].shape == "multipart" and sfumato.outcomes[0].outcome == "protected"
 
 
 async def test_s3_bookkeeping_requests_pass_untouched(sfumato) -> None:
@@ -479,7 +499,7 @@ async def test_custom_site_json_data_url(tiny_model, png) -> None:
         doc = json.loads(flow.request.content)
         assert doc["title"] == "t"
         assert_protected(png, base64.b64decode(doc["image"].split(",", 1)[1]))
-        assert outcomes[0].site == "folio" and outcomes[0].shape == "generic"
+        assert outcomes[0].site == "folio" and outcomes[0].shape == "data_url"
         # JSON without images on the same site: forwarded, nothing reported
         plain = await run(
             addon,

@@ -10,32 +10,25 @@ import hashlib
 import json
 import os
 import shutil
-import ssl
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-import pytest_asyncio
 from mitmproxy import exceptions
 
-import perturb
-from proxy.outcome import Outcome
 from tests.proxy.conftest import image_bytes
 from tests.proxy.e2e_support import (
+    DA_UPLOAD,
     TEST_CA_NAME,
-    ProxyHarness,
-    UploadServer,
     free_port,
-    make_test_pki,
     peer_certificate_issuer,
-    start_proxy,
+    send,
+    token,
 )
 from tests.proxy.helpers import (
     MULTIPART_CT,
-    decode,
+    assert_protected,
     file_field,
     form_field,
     multipart_body,
@@ -44,85 +37,7 @@ from tests.proxy.helpers import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
-ALL_SITES = "deviantart,pixiv,tumblr,instagram,bluesky,x,cara,artstation"
-DA_UPLOAD = "https://www.deviantart.com/_puppy/dashared/deviation/submit/upload/deviation"
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> tuple[Path, Path, Path]:
-    return make_test_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def upstream(pki) -> AsyncIterator[UploadServer]:
-    server = UploadServer()
-    await server.start(pki[1], pki[2])
-    yield server
-    await server.stop()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def proxy(tmp_path_factory, pki, upstream, tiny_model) -> AsyncIterator[ProxyHarness]:
-    harness = await start_proxy(
-        tmp_path_factory.mktemp("mitmproxy"),
-        pki[0],
-        upstream.port,
-        sfumato_sites=ALL_SITES,
-        sfumato_model=str(tiny_model),
-        sfumato_workers=2,
-    )
-    harness.outcomes: list[Outcome] = []  # type: ignore[misc]
-    harness.sfumato.outcome_listeners.append(harness.outcomes.append)
-    yield harness
-    await harness.stop()
-
-
-@pytest.fixture(autouse=True)
-def restore_options(request, tiny_model):
-    yield
-    if "proxy" in request.fixturenames:
-        proxy = request.getfixturevalue("proxy")
-        proxy.configure(
-            sfumato_sites=ALL_SITES,
-            sfumato_model=str(tiny_model),
-            sfumato_timeout=20,
-            sfumato_body_limit=64 * 1024 * 1024,
-        )
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def client(proxy) -> AsyncIterator[aiohttp.ClientSession]:
-    """A fresh client (no pooled tunnels) trusting only mitmproxy's CA."""
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def send(
-    proxy: ProxyHarness,
-    session: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    body: bytes,
-    trust: Path | None = None,
-    **headers: str,
-) -> tuple[int, dict[str, str], bytes]:
-    context = ssl.create_default_context(cafile=str(trust or proxy.ca_file))
-    hdrs = {k.replace("_", "-"): v for k, v in headers.items()}
-    async with session.request(
-        method, url, data=body, headers=hdrs, proxy=proxy.url, ssl=context
-    ) as resp:
-        return resp.status, dict(resp.headers), await resp.read()
-
-
-def token() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def assert_protected(original: bytes, new: bytes) -> None:
-    assert new != original
-    assert perturb.inspect_marker(new) is not None
-    assert decode(new).shape == decode(original).shape
 
 
 # --------------------------------------------------------------------------------- shapes

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy import multipart
+from proxy.uploads import multipart
 
 CT = "multipart/form-data; boundary=----WebKitFormBoundaryX3b9"
 B = b"------WebKitFormBoundaryX3b9"

@@ -7,8 +7,8 @@ import json
 import pytest
 
 import perturb
-from proxy.image_protection import ImageProtector, is_image, sniff_other_image
-from proxy.refusal import ERROR_HEADER, Refusal, refusal_from_engine_error, refusal_response
+from proxy.image_protection import ImageProtector, refuse_unsupported
+from proxy.uploads.refusal import ERROR_HEADER, Refusal, refusal_from_engine_error, refusal_response
 
 
 def test_json_response_by_default_with_header_and_cors() -> None:
@@ -57,16 +57,21 @@ def test_engine_errors_map_to_codes(error: Exception, code: str) -> None:
     assert refusal.message and refusal.hint
 
 
-def test_other_image_formats_are_recognised_and_refused() -> None:
-    heic = b"\x00\x00\x00\x18ftypheic" + b"\x00" * 40
-    assert sniff_other_image(heic) == "HEIF/AVIF"
-    assert sniff_other_image(b"II*\x00rest") == "TIFF"
-    assert is_image(heic) and is_image(b"whatever", "image/avif")
-    assert not is_image(b"plain text", "text/plain")
-    for data in (heic, b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>'):
+def test_other_image_formats_are_refused_with_the_way_out(jpeg) -> None:
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 40
+    svg = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>'
+    for data, name in ((heic, "HEIC"), (svg, "SVG"), (b"II*\x00\x08\x00\x00\x00", "TIFF")):
         with pytest.raises(Refusal) as info:
-            ImageProtector()(data)
-        assert info.value.code == "unsupported-image"
+            refuse_unsupported(data)
+        assert info.value.code == "unsupported-image" and name in info.value.message
+        assert "PNG or JPEG" in info.value.hint and "sfumato protect" in info.value.hint
+    refuse_unsupported(jpeg)  # protectable: no refusal
+
+
+def test_busy_refusal_says_when_to_retry() -> None:
+    resp = refusal_response(Refusal("busy", "full", "retry", retry_after=5), site_name="X")
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+    assert "Retry-After" in resp.headers["access-control-expose-headers"]
 
 
 def test_expired_deadline_refuses_before_protecting(jpeg) -> None:

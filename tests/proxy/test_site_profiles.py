@@ -15,127 +15,124 @@ from proxy import site_profiles as sp
 PROFILES = {p.id: p for p in sp.BUILTIN_PROFILES}
 
 
-def _match(site: str, method: str, host: str, path: str, **headers: str):
-    return sp.match_upload([PROFILES[site]], method, host, path, headers)
+def _match(site: str, host: str, path: str, **headers: str):
+    return sp.match_upload([PROFILES[site]], host, path, headers)
 
 
 @pytest.mark.parametrize(
-    ("site", "method", "host", "path", "headers", "shape"),
+    ("site", "host", "path", "headers", "endpoint"),
     [
         (
             "deviantart",
-            "POST",
             "www.deviantart.com",
             "/_puppy/dashared/deviation/submit/upload/deviation",
             {},
-            "multipart",
+            "/_puppy/dashared/deviation/submit/upload/deviation",
         ),
         (
             "deviantart",
-            "POST",
             "www.deviantart.com",
             "/_puppy/dashared/deviation/attachments/add?x=1",
             {},
-            "multipart",
+            "/_puppy/dashared/deviation/attachments/add",
         ),
         (
             "deviantart",
-            "POST",
             "www.deviantart.com",
             "/api/v1/oauth2/stash/submit",
             {},
-            "multipart",
+            "/api/v1/oauth2/stash/submit",
         ),
-        ("pixiv", "POST", "www.pixiv.net", "/ajax/work/create/illustration", {}, "multipart"),
-        ("tumblr", "POST", "www.tumblr.com", "/api/v2/media/image", {}, "multipart"),
-        ("instagram", "POST", "www.instagram.com", "/rupload_igphoto/fb_uploader_123", {}, "raw"),
-        ("instagram", "POST", "i.instagram.com", "/rupload_igphoto/fb_uploader_1", {}, "raw"),
-        ("instagram", "POST", "www.threads.net", "/rupload_igphoto/fb_uploader_1", {}, "raw"),
+        ("deviantart", "www.deviantart.com", "/_puppy/dashared/other", {}, None),
+        ("deviantart", "deviantart.com", "/", {}, None),
+        (
+            "pixiv",
+            "www.pixiv.net",
+            "/ajax/work/create/illustration",
+            {},
+            "/ajax/work/create/illustration",
+        ),
+        ("tumblr", "www.tumblr.com", "/api/v2/media/image", {}, "/api/v2/media/image"),
+        ("instagram", "www.instagram.com", "/rupload_igphoto/fb_123", {}, "/rupload_igphoto/*"),
+        ("instagram", "i.instagram.com", "/rupload_igphoto/fb_1", {}, "/rupload_igphoto/*"),
+        ("instagram", "www.threads.net", "/rupload_igphoto/fb_1", {}, "/rupload_igphoto/*"),
         (
             "bluesky",
-            "POST",
             "morel.us-east.host.bsky.network",
             "/xrpc/com.atproto.repo.uploadBlob",
             {},
-            "raw",
+            "/xrpc/com.atproto.repo.uploadBlob",
         ),
         (
             "bluesky",
-            "POST",
             "pds.example.org",
             "/xrpc/com.atproto.repo.uploadBlob",
             {"origin": "https://bsky.app"},
-            "raw",
+            "/xrpc/com.atproto.repo.uploadBlob",
         ),
-        ("x", "POST", "upload.x.com", "/i/media/upload.json?command=INIT", {}, "x_chunked"),
-        ("x", "POST", "upload.twitter.com", "/i/media/upload.json", {}, "x_chunked"),
+        ("x", "upload.x.com", "/i/media/upload.json?command=INIT", {}, "/i/media/upload.json"),
+        ("x", "upload.twitter.com", "/1.1/media/upload.json", {}, "/1.1/media/upload.json"),
         (
             "cara",
-            "PUT",
             "cara-uploads.s3.us-east-1.amazonaws.com",
             "/u/1/art.png",
             {"origin": "https://cara.app"},
-            "s3",
+            None,
         ),
-        (
-            "cara",
-            "PUT",
-            "s3.amazonaws.com",
-            "/bucket/k.png",
-            {"referer": "https://cara.app/post/new"},
-            "s3",
-        ),
-        ("artstation", "POST", "www.artstation.com", "/api/v2/whatever", {}, "generic"),
+        ("cara", "s3.amazonaws.com", "/bucket/k.png", {"referer": "https://cara.app/new"}, None),
+        ("artstation", "www.artstation.com", "/api/v2/whatever", {}, None),
         (
             "artstation",
-            "PUT",
             "bucket.s3.amazonaws.com",
             "/x",
             {"origin": "https://www.artstation.com"},
-            "generic",
+            None,
         ),
     ],
 )
-def test_upload_requests_are_candidates(site, method, host, path, headers, shape) -> None:
-    match = _match(site, method, host, path, **headers)
-    assert match is not None and match.shape == shape and match.profile.id == site
+def test_requests_of_a_site_belong_to_it(site, host, path, headers, endpoint) -> None:
+    match = _match(site, host, path, **headers)
+    assert match is not None and match.profile.id == site
+    if endpoint is None:
+        assert match.endpoint is None
+    else:
+        assert match.endpoint is not None and match.endpoint.path == endpoint
 
 
 @pytest.mark.parametrize(
-    ("site", "method", "host", "path", "headers"),
+    ("site", "host", "headers"),
     [
-        (
-            "deviantart",
-            "GET",
-            "www.deviantart.com",
-            "/_puppy/dashared/deviation/submit/upload/deviation",
-            {},
-        ),
-        ("deviantart", "POST", "www.deviantart.com", "/_puppy/dashared/other", {}),
-        (
-            "deviantart",
-            "POST",
-            "evil-deviantart.com",
-            "/_puppy/dashared/deviation/submit/upload/deviation",
-            {},
-        ),
-        (
-            "deviantart",
-            "POST",
-            "deviantart.com.evil.org",
-            "/_puppy/dashared/deviation/submit/upload/deviation",
-            {},
-        ),
-        ("bluesky", "POST", "pds.example.org", "/xrpc/com.atproto.repo.uploadBlob", {}),
-        ("bluesky", "POST", "bsky.app", "/xrpc/com.atproto.repo.uploadBlob", {}),
-        ("cara", "PUT", "bucket.s3.amazonaws.com", "/k.png", {}),
-        ("cara", "PUT", "bucket.s3.amazonaws.com", "/k.png", {"origin": "https://other.app"}),
-        ("cara", "PUT", "cara.app.evil.org", "/k.png", {"origin": "https://cara.app"}),
-        ("artstation", "OPTIONS", "www.artstation.com", "/api", {}),
+        ("deviantart", "evil-deviantart.com", {}),
+        ("deviantart", "deviantart.com.evil.org", {}),
+        ("bluesky", "pds.example.org", {}),
+        ("cara", "bucket.s3.amazonaws.com", {}),
+        ("cara", "bucket.s3.amazonaws.com", {"origin": "https://other.app"}),
+        ("cara", "cara.app.evil.org", {"origin": "https://cara.app.evil.org"}),
     ],
 )
-def test_other_requests_are_not_candidates(site, method, host, path, headers) -> None:
-    assert _match(site, method, host, path, **headers) is None
+def test_other_requests_do_not_belong_to_the_site(site, host, headers) -> None:
+    assert (
+        _match(site, host, "/_puppy/dashared/deviation/submit/upload/deviation", **headers) is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("spelling", "routed"),
+    [
+        ("/rupload_igphoto/x", "/rupload_igphoto/x"),
+        ("//rupload_igphoto/x", "/rupload_igphoto/x"),
+        ("/Rupload_igphoto/x", "/rupload_igphoto/x"),
+        ("/rupload_igphoto%2Fx", "/rupload_igphoto/x"),
+        ("/rupload_igphoto%252Fx", "/rupload_igphoto/x"),
+        ("/a/./b/../rupload_igphoto/x/", "/a/rupload_igphoto/x"),
+        ("/%64eviation;x=1/", "/deviation"),
+        ("/a\\b", "/a/b"),
+        ("/..;/a", "/a"),
+        ("/a?b=/c#d", "/a"),
+    ],
+)
+def test_paths_are_routed_as_servers_do(spelling: str, routed: str) -> None:
+    assert sp.route_path(spelling) == routed
 
 
 def test_host_patterns() -> None:
@@ -179,16 +176,15 @@ def test_option_parsers() -> None:
         sp.parse_site_strengths("x", sp.BUILTIN_IDS)
 
 
-def test_custom_sites_become_generic_profiles() -> None:
+def test_custom_sites_are_profiles_without_endpoints() -> None:
     (profile,) = sp.parse_custom_sites(
         json.dumps([{"id": "mysite", "name": "My Site", "hosts": ["*.mysite.org", "mysite.org"]}])
     )
     assert profile.custom and profile.hosts == ("*.mysite.org", "mysite.org")
-    match = sp.match_upload(
-        [profile], "PUT", "cdn.other.net", "/x", {"origin": "https://mysite.org"}
-    )
-    assert match is not None and match.shape == "generic"
-    assert sp.match_upload([profile], "POST", "www.mysite.org", "/up", {}) is not None
+    match = sp.match_upload([profile], "cdn.other.net", "/x", {"origin": "https://mysite.org"})
+    assert match is not None and match.endpoint is None
+    assert sp.match_upload([profile], "www.mysite.org", "/up", {}) is not None
+    assert sp.match_upload([profile], "cdn.other.net", "/x", {}) is None
 
 
 @pytest.mark.parametrize(
@@ -217,10 +213,21 @@ def test_random_custom_site_text_never_crashes(value: str) -> None:
 
 @settings(deadline=None, max_examples=300)
 @given(
-    st.sampled_from(["GET", "POST", "PUT", "PATCH"]),
     st.text(max_size=60),
     st.text(max_size=80),
     st.dictionaries(st.sampled_from(["origin", "referer"]), st.text(max_size=60)),
 )
-def test_random_requests_never_crash_matching(method, host, path, headers) -> None:
-    sp.match_upload(sp.BUILTIN_PROFILES, method, host, path, headers)
+def test_random_requests_never_crash_matching(host, path, headers) -> None:
+    sp.match_upload(sp.BUILTIN_PROFILES, host, path, headers)
+    assert sp.route_path(path).startswith("/")
+
+
+def test_profiles_name_only_known_fixes_and_plugins() -> None:
+    from proxy.addon import Sfumato
+
+    protocols = set(Sfumato().protocols)
+    for profile in sp.BUILTIN_PROFILES:
+        assert profile.fixes <= sp.FIXES, profile.id
+        for endpoint in profile.endpoints:
+            assert endpoint.protocol is None or endpoint.protocol in protocols, endpoint
+            assert sp.endpoint_for(profile, endpoint.path.replace("*", "x")) == endpoint

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from proxy.worker_pool import PoolTimeout, WorkerPool
+from proxy.uploads.worker_pool import PoolTimeout, WorkerPool
 
 
 async def test_at_most_workers_jobs_run_at_once() -> None:

@@ -4,7 +4,7 @@ The graph follows the model contract of docs/architecture.md: inputs `image` flo
 [0, 1], `strength` float32 scalar and (keyed, the default) `key` float32 N×C×H/s×W/s; output
 `protected` = clip(image + strength · amplitude · checkerboard · sign(conv1×1(upsample(key)))).
 The checkerboard ((-1)^(x+y), from Cos(π·(x+y)) over the pixel index) has period 2; the key's sign
-flips it per s×s block and channel, so every protection with a fresh key differs, while the
+flips it per s×s block, so every protection with a fresh key differs, while the
 amplitude stays exactly `amplitude` (tests count levels). Everything is per pixel, so tiles whose
 origins sit on multiples of the size multiple, given their slice of one key field, see exactly
 what the whole image sees: tiled and untiled inference agree. `keyed=False` gives the older,
@@ -50,9 +50,11 @@ def _const(name: str, value: Any, dtype: Any = np.float32) -> onnx.NodeProto:
 
 
 def _key_sign(channels: int, scale: int) -> list[onnx.NodeProto]:
-    """`key_sign` [N,3,H,W] = sign(1×1 conv mixing the key's channels, nearest-upsampled by s)."""
+    """`key_sign` [N,1,H,W] = sign(1×1 conv mixing the key's channels, nearest-upsampled by s)."""
     rng = np.random.default_rng(7)
-    weights = rng.uniform(0.5, 1.5, (3, channels, 1, 1)) * rng.choice([-1, 1], (3, channels, 1, 1))
+    # one sign for all three colour channels: the luminance moves by the full amplitude, so a
+    # re-encoded JPEG keeps the change (per-channel signs would cancel in luma and vanish)
+    weights = rng.uniform(0.5, 1.5, (1, channels, 1, 1)) * rng.choice([-1, 1], (1, channels, 1, 1))
     return [
         _const("key_scales", [1.0, 1.0, float(scale), float(scale)]),
         _const("key_weights", weights),

@@ -3,7 +3,8 @@
 When protection is on for a site and an upload cannot be protected, the site must receive
 nothing. The browser gets a response that says what happened and what to do (JSON or text
 per `Accept`), with the header `X-Sfumato-Error: <code>` so the extension and scripts can tell
-a Sfumato refusal from a site error, and CORS headers so the page's script can read it.
+a Sfumato refusal from a site error, and CORS headers so the page's script can read it. A refusal
+because Sfumato is busy (its memory budget is spent) says when to retry (`Retry-After`).
 """
 
 from __future__ import annotations
@@ -48,13 +49,16 @@ PROTECT_FIRST = "protect the file before uploading (sfumato protect FILE), then 
 class Refusal(Exception):
     """An upload Sfumato will not forward. `message` says what happened, `hint` what to do."""
 
-    def __init__(self, code: str, message: str, hint: str = "") -> None:
+    def __init__(
+        self, code: str, message: str, hint: str = "", *, retry_after: int | None = None
+    ) -> None:
         if code not in STATUS:
             raise ValueError(f"unknown refusal code {code!r}")
         super().__init__(f"{message} {hint}".strip())
         self.code = code
         self.message = message
         self.hint = hint
+        self.retry_after = retry_after
 
     @property
     def status(self) -> int:
@@ -94,6 +98,9 @@ def refusal_response(
         "Cache-Control": "no-store",
         "Access-Control-Expose-Headers": ERROR_HEADER,
     }
+    if refusal.retry_after is not None:
+        headers["Retry-After"] = str(refusal.retry_after)
+        headers["Access-Control-Expose-Headers"] += ", Retry-After"
     if origin and origin != "null":
         headers["Access-Control-Allow-Origin"] = origin
         headers["Access-Control-Allow-Credentials"] = "true"

@@ -1,9 +1,10 @@
-"""Raw image bodies (Instagram `rupload`, Bluesky `uploadBlob`, S3 PUT): the headers that
-declare the body's size and dimensions, rewritten to match the protected image.
+"""Fixes a site profile names for requests whose body is one image: the headers that declare
+the body's size and dimensions, rewritten to match the protected image.
 
-Instagram checks `X-Entity-Length` (byte count) and the width/height inside the JSON of
-`X-Instagram-Rupload-Params` against the body; both are rewritten. Values that still match are
-left byte-for-byte as they were.
+Instagram checks `X-Entity-Length` (byte count, fix "entity-length") and the width/height inside
+the JSON of `X-Instagram-Rupload-Params` (fix "rupload-params") against the body; its resumed
+uploads carry an `Offset` (fix "resumable-offset": refused, the tail of a file cannot be
+protected). Values that still match are left byte-for-byte as they were.
 """
 
 from __future__ import annotations
@@ -16,20 +17,24 @@ OFFSET = "offset"
 RUPLOAD_PARAMS = "x-instagram-rupload-params"
 
 
-def declared_header_fixes(
-    headers: Mapping[str, str], length: int, width: int | None, height: int | None
-) -> dict[str, str]:
-    """Header values to set so the declared size and dimensions match the new body."""
-    out: dict[str, str] = {}
+def entity_length_fix(headers: Mapping[str, str], length: int) -> dict[str, str]:
+    """`X-Entity-Length` to set so the declared size matches the new body (if declared)."""
     declared = headers.get(ENTITY_LENGTH)
     if declared is not None and declared.strip() != str(length):
-        out[ENTITY_LENGTH] = str(length)
+        return {ENTITY_LENGTH: str(length)}
+    return {}
+
+
+def rupload_params_fix(
+    headers: Mapping[str, str], width: int | None, height: int | None
+) -> dict[str, str]:
+    """`X-Instagram-Rupload-Params` to set so the declared dimensions match (if declared)."""
     params = headers.get(RUPLOAD_PARAMS)
     if params:
         fixed = rupload_params_with_size(params, width, height)
         if fixed != params:
-            out[RUPLOAD_PARAMS] = fixed
-    return out
+            return {RUPLOAD_PARAMS: fixed}
+    return {}
 
 
 def rupload_params_with_size(params: str, width: int | None, height: int | None) -> str:

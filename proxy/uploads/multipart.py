@@ -101,6 +101,16 @@ class Multipart:
     def to_bytes(self) -> bytes:
         return self.prefix + b"".join(p.head + p.body + p.tail for p in self.parts)
 
+    def body_ranges(self) -> list[tuple[int, int]]:
+        """Where each part's body lies in the parsed bytes (start, end)."""
+        ranges = []
+        pos = len(self.prefix)
+        for part in self.parts:
+            start = pos + len(part.head)
+            ranges.append((start, start + len(part.body)))
+            pos = start + len(part.body) + len(part.tail)
+        return ranges
+
     def with_body(self, index: int, body: bytes) -> Multipart:
         """A copy with part `index`'s body replaced (everything else byte-identical)."""
         if b"\r\n--" + self.boundary.encode() in body:

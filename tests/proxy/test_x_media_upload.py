@@ -1,4 +1,4 @@
-"""chunked_upload (X): reading INIT/APPEND/FINALIZE wherever params travel, surgical rewrites,
+"""x_media_upload (X): reading INIT/APPEND/FINALIZE wherever params travel, surgical rewrites,
 the tracked-upload store; arbitrary input never crashes."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy import chunked_upload as cu
+from proxy.uploads import x_media_upload as cu
 from tests.proxy.helpers import MULTIPART_CT, file_field, form_field, multipart_body
 
 

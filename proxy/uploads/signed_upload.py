@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from proxy.refusal import PROTECT_FIRST
+from proxy.uploads.refusal import PROTECT_FIRST
 
 
 class SignedUploadError(ValueError):
@@ -125,8 +125,13 @@ def fixed_checksum_headers(headers: Mapping[str, str], data: bytes) -> dict[str,
     return out
 
 
-def decode_aws_chunked(body: bytes) -> tuple[bytes, list[tuple[str, str]]]:
-    """Unsigned aws-chunked body -> (payload, trailers). Raises SignedUploadError if malformed."""
+def decode_aws_chunked(
+    body: bytes, *, read_signed: bool = False
+) -> tuple[bytes, list[tuple[str, str]]]:
+    """Unsigned aws-chunked body -> (payload, trailers). Raises SignedUploadError if malformed.
+
+    `read_signed`: also read chunks that carry signatures (only to see what they hold: they
+    cannot be changed)."""
     pos = 0
     chunks: list[bytes] = []
     while True:
@@ -134,7 +139,7 @@ def decode_aws_chunked(body: bytes) -> tuple[bytes, list[tuple[str, str]]]:
         if line_end < 0:
             raise SignedUploadError("the aws-chunked body is truncated", "retry the upload")
         size_text = body[pos:line_end].split(b";", 1)[0].strip()
-        if b"chunk-signature" in body[pos:line_end]:
+        if b"chunk-signature" in body[pos:line_end] and not read_signed:
             raise SignedUploadError(
                 "each chunk of the upload is signed, so its bytes cannot be changed in transit"
             )

@@ -4,7 +4,8 @@ At most `workers` jobs run at once, each in a thread (onnxruntime and Pillow rel
 More jobs wait for a slot: that is the backpressure, and the wait counts against the job's
 deadline so an overloaded proxy refuses (fail closed) instead of queueing without bound.
 A slot is freed only when its thread really finishes, so a job that overran its deadline still
-occupies its slot until the engine's own time limit stops it.
+occupies its slot until the engine's own time limit stops it; its late result or error is
+collected then (an uncollected error would be logged as an unhandled task error).
 """
 
 from __future__ import annotations
@@ -52,11 +53,11 @@ class WorkerPool:
         self.running += 1
         future = loop.run_in_executor(self._executor, fn, *args)
 
-        def release(done: asyncio.Future[T]) -> None:
+        def release(done: asyncio.Future) -> None:
             self.running -= 1
             self._slots.release()
             if not done.cancelled():
-                done.exception()  # an overrun job's error: its caller already got PoolTimeout
+                done.exception()  # collected: a job abandoned at its deadline ends quietly
 
         future.add_done_callback(release)
         remaining = max(0.0, deadline - time.monotonic())

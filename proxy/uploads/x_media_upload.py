@@ -8,25 +8,39 @@ within X's limits) and the protected file is padded inside its format to exactly
 APPEND segments of a tracked image are held (answered locally with 204) until the whole file is
 in; the last APPEND is then forwarded as segment 0 carrying the entire protected file, produced
 at exactly the declared length (`exact_length`), and FINALIZE's `original_md5` is rewritten to
-the protected file's MD5. Params may travel in the
-query string, a form body or multipart fields; rewrites touch only the changed value.
+the protected file's MD5. Params may travel in the query string, a form body or multipart
+fields; rewrites touch only the changed value.
+
+`XChunkedUploads` is the plug-in the addon's pipeline calls for X's upload endpoints; requests
+there that are not a step of this protocol go through the pipeline like any other.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote
 
-from proxy import multipart
-from proxy.image_protection import ImageProtector, is_image
-from proxy.refusal import Refusal
-from proxy.upload_rewrite import Rewrite, UploadRequest
+from mitmproxy import http
+
+from perturb.image_kinds import sniff_image
+from proxy.image_protection import ImageProtector
+from proxy.uploads import content_encoding, multipart
+from proxy.uploads.body_reading import too_large
+from proxy.uploads.budget import Budget, busy
+from proxy.uploads.refusal import Refusal
+from proxy.uploads.upload_rewrite import Rewrite, UploadRequest, protect_image
+
+# run(fn, *args): fn(*args, protector) in a protection worker, under the upload's deadline.
+Runner = Callable[..., Awaitable[Rewrite]]
+INIT_KEY = "sfumato_x_init"
 
 MAX_TRACKED = 256
 # X's size limits per media type (bytes); a raised declaration never goes beyond them.
@@ -111,7 +125,7 @@ def _b64(data: bytes) -> bytes:
 
 
 def segment_is_image(step: Step) -> bool:
-    return bool(step.segment) and is_image(step.segment)
+    return bool(step.segment) and sniff_image(step.segment) is not None
 
 
 def media_id_from_response(body: bytes) -> str | None:
@@ -175,17 +189,19 @@ class TrackedUpload:
 
 
 class XUploadStore:
-    """Tracked uploads by media id; bounded in size and age."""
+    """Tracked uploads by media id; bounded in number and age, their held segments counted in
+    the byte budget."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: Budget | None = None) -> None:
         self._uploads: dict[str, TrackedUpload] = {}
+        self.budget = budget
 
     def track(
         self, media_id: str, total_bytes: int, media_type: str, declared_bytes: int | None = None
     ) -> None:
         self._expire()
         while len(self._uploads) >= MAX_TRACKED:
-            self._uploads.pop(next(iter(self._uploads)))
+            self.pop(next(iter(self._uploads)))
         declared = total_bytes if declared_bytes is None else declared_bytes
         self._uploads[media_id] = TrackedUpload(total_bytes, media_type, declared)
 
@@ -193,16 +209,31 @@ class XUploadStore:
         self._expire()
         return self._uploads.get(media_id)
 
+    def hold(self, entry: TrackedUpload, index: int, data: bytes) -> None:
+        """Keep a segment until the file is complete (raises ChunkedUploadError, Refusal)."""
+        if self.budget is not None and not self.budget.try_take(len(data)):
+            raise busy(self.budget)
+        self._give(len(entry.segments.get(index, b"")))  # a segment sent again replaces it
+        entry.add(index, data)  # on error the caller pops the upload, giving back what it holds
+
     def pop(self, media_id: str) -> TrackedUpload | None:
-        return self._uploads.pop(media_id, None)
+        entry = self._uploads.pop(media_id, None)
+        if entry is not None:
+            self._give(entry.received)
+            entry.segments.clear()
+        return entry
 
     def __len__(self) -> int:
         return len(self._uploads)
 
+    def _give(self, amount: int) -> None:
+        if self.budget is not None:
+            self.budget.give(amount)
+
     def _expire(self) -> None:
         now = time.monotonic()
         for key in [k for k, u in self._uploads.items() if now - u.started > TRACK_SECONDS]:
-            del self._uploads[key]
+            self.pop(key)
 
 
 def replace_query_param(path: str, name: str, value: str) -> str:
@@ -247,7 +278,7 @@ def protect_append(
 ) -> Rewrite:
     """The last APPEND, rewritten to carry the whole protected file (exactly `declared` bytes)
     as segment 0."""
-    result = protect(data, exact_length=declared)
+    result = protect_image(protect, data, declared)
     if len(result.data) != declared:
         # Passed unchanged (already protected), but INIT promised X more bytes: pad, never
         # protect twice.
@@ -319,3 +350,105 @@ def finalize_rewrite(upload: UploadRequest, step: Step, md5_hex: str) -> Rewrite
         path=path if path != upload.path else None,
         shape="x_chunked",
     )
+
+
+def _held_answer(origin: str | None) -> http.Response:
+    """The local answer to an APPEND whose segment Sfumato holds. The page calls upload.x.com
+    cross-origin: the answer needs CORS headers."""
+    headers = {"Cache-Control": "no-store"}
+    if origin and origin != "null":
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Allow-Credentials"] = "true"
+        headers["Vary"] = "Origin"
+    return http.Response.make(204, b"", headers)
+
+
+class XChunkedUploads:
+    """The plug-in for X's INIT/APPEND/FINALIZE endpoints (see the module docstring)."""
+
+    def __init__(self, budget: Budget | None = None) -> None:
+        self.uploads = XUploadStore(budget)
+
+    async def request(
+        self, flow: http.HTTPFlow, upload: UploadRequest, run: Runner, body_limit: int
+    ) -> Rewrite | None:
+        """This request's step rewritten, or None if it is not a step Sfumato tracks (the
+        pipeline then handles it like any other request). Raises Refusal."""
+        codings = content_encoding.codings(upload.headers.get("content-encoding"))
+        if codings:
+            try:
+                body = content_encoding.decode(upload.body, codings, body_limit)
+            except content_encoding.EncodingError:
+                return None  # the pipeline refuses what it cannot read
+            except content_encoding.DecodedTooLarge:
+                raise too_large(body_limit, body_limit, what="decompressed upload") from None
+            upload = replace(upload, body=body)
+        try:
+            step = parse_step(upload.path, upload.body, upload.content_type)
+        except ChunkedUploadError as err:
+            raise Refusal("bad-request", str(err), "retry the upload") from None
+        try:
+            rewrite = await self._step(flow, upload, step, run, body_limit)
+        except ChunkedUploadError as err:
+            self.uploads.pop(step.media_id)
+            raise Refusal("bad-request", str(err), "retry the upload") from None
+        except Refusal:
+            self.uploads.pop(step.media_id)
+            raise
+        if rewrite is not None and rewrite.body is not None and codings:
+            rewrite.remove_headers.append("content-encoding")
+        return rewrite
+
+    async def _step(
+        self, flow: http.HTTPFlow, upload: UploadRequest, step: Step, run: Runner, limit: int
+    ) -> Rewrite | None:
+        if step.command == "INIT":
+            if not step.media_type.startswith("image/"):
+                return Rewrite(shape="x_chunked")  # video, ...: not tracked
+            if step.total_bytes > limit:
+                raise too_large(step.total_bytes, limit)
+            declared = declared_total(step.media_type, step.total_bytes)
+            flow.metadata[INIT_KEY] = (step, declared)
+            # Room for a protected lossless file (padded to exactly this length later).
+            return init_rewrite(upload, declared)
+        entry = self.uploads.get(step.media_id) if step.media_id else None
+        if step.command == "APPEND" and entry is None:
+            if step.segment_index == 0 and segment_is_image(step):
+                raise Refusal(
+                    "unsupported-upload",
+                    "this image upload started before Sfumato saw its INIT request",
+                    "retry the upload",
+                )
+            return None  # not an image upload Sfumato tracks (video, ...)
+        if step.command == "APPEND" and entry is not None:
+            self.uploads.hold(entry, step.segment_index, step.segment)
+            if entry.received < entry.total_bytes:
+                # Hold the bytes: the site gets the whole protected file in one APPEND later.
+                return Rewrite(shape="x_chunked", answer=_held_answer(upload.headers.get("origin")))
+            data = entry.assemble()
+            rewrite = await run(protect_append, upload, step, data, entry.declared_bytes)
+            entry.protected_md5 = hashlib.md5(rewrite.protected_data).hexdigest()
+            return rewrite
+        if step.command == "FINALIZE" and entry is not None:
+            if entry.protected_md5 is None:
+                raise Refusal(
+                    "unsupported-upload",
+                    "the upload was finalized before all of its bytes arrived",
+                    "retry the upload",
+                )
+            self.uploads.pop(step.media_id)
+            return finalize_rewrite(upload, step, entry.protected_md5)
+        return None  # not a step of a tracked upload
+
+    def wants_response(self, flow: http.HTTPFlow) -> bool:
+        """An INIT's answer is read whole (it carries the media id)."""
+        return INIT_KEY in flow.metadata
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        init = flow.metadata.get(INIT_KEY)
+        if init is None or flow.response is None:
+            return
+        step, declared = init
+        media_id = media_id_from_response(flow.response.content or b"")
+        if media_id and 200 <= flow.response.status_code < 300:
+            self.uploads.track(media_id, step.total_bytes, step.media_type, declared)

@@ -1,0 +1,136 @@
+"""text_images: base64 images in data: URLs and bare strings, in JSON, form and text bodies;
+only the changed runs are rewritten, in the style they were written."""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import parse_qs, quote
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.uploads import text_images
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 3
+
+
+def _flip(data: bytes, mime: str | None) -> bytes:
+    return b"NEW:" + (mime or "bare").encode() + b":" + data[::-1]
+
+
+def _keep(data: bytes, mime: str | None) -> bytes:
+    return data
+
+
+def test_json_data_url_is_replaced_and_the_rest_is_kept() -> None:
+    url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    body = json.dumps({"title": "art", "image": url, "n": 1}, indent=2).encode()
+    new, handled = text_images.rewrite_text(body, _flip)
+    assert len(handled) == 1
+    doc = json.loads(new)
+    assert doc["title"] == "art" and doc["n"] == 1
+    prefix, payload = doc["image"].split(",", 1)
+    assert prefix == "data:image/png;base64"
+    assert base64.b64decode(payload) == _flip(PNG, "image/png")
+    # everything outside the URL payload is byte-identical
+    assert new.startswith(body[: body.index(b"base64,") + 7])
+    assert new.endswith(body[body.index(b'",\n  "n"') :])
+
+
+def test_bare_base64_image_in_json_is_found() -> None:
+    body = json.dumps({"photo": base64.b64encode(PNG).decode(), "id": "a" * 40}).encode()
+    new, handled = text_images.rewrite_text(body, _flip)
+    assert base64.b64decode(json.loads(new)["photo"]) == _flip(PNG, None)
+    assert json.loads(new)["id"] == "a" * 40 and len(handled) == 1
+
+
+def test_json_escaped_slashes_are_decoded_and_kept_escaped() -> None:
+    payload = base64.b64encode(b"\xff\xd8\xff" + b"\xfb\xff" * 50).decode()
+    assert "/" in payload
+    # PHP-style JSON escapes every slash, in the mime type too
+    body = ('{"img":"data:image\\/jpeg;base64,' + payload.replace("/", "\\/") + '"}').encode()
+    seen: list[tuple[bytes, str | None]] = []
+
+    def keep(data: bytes, mime: str | None) -> bytes:
+        seen.append((data, mime))
+        return data
+
+    new, _ = text_images.rewrite_text(body, keep)
+    assert seen == [(base64.b64decode(payload), "image/jpeg")]
+    assert new == body
+    flipped, _ = text_images.rewrite_text(body, _flip)
+    encoded = json.loads(flipped)["img"].split(",", 1)[1]
+    assert "\\/" in flipped.decode() and base64.b64decode(encoded) == _flip(
+        base64.b64decode(payload), "image/jpeg"
+    )
+
+
+def test_wrapped_base64_keeps_its_line_width_and_the_text_after_it() -> None:
+    encoded = base64.b64encode(PNG)
+    lines = b"\r\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    body = b"<xml><img>" + lines + b"</img>\r\nafter</xml>"
+    new, _ = text_images.rewrite_text(body, _flip)
+    payload = new[len(b"<xml><img>") : new.index(b"</img>")]
+    assert all(len(line) == 76 for line in payload.split(b"\r\n")[:-1])
+    assert base64.b64decode(payload.replace(b"\r\n", b"")) == _flip(PNG, None)
+    assert new.endswith(b"</img>\r\nafter</xml>")
+
+
+def test_urlsafe_and_unpadded_base64_is_read_and_written_alike() -> None:
+    image = PNG + b"\xfb\xff"  # makes '-' and '_' appear
+    encoded = base64.urlsafe_b64encode(image).rstrip(b"=")
+    new, _ = text_images.rewrite_text(b'{"i":"' + encoded + b'"}', _flip)
+    out = json.loads(new)["i"].encode()
+    assert b"=" not in out and b"+" not in out and b"/" not in out
+    assert base64.urlsafe_b64decode(out + b"=" * (-len(out) % 4)) == _flip(image, None)
+
+
+def test_form_field_is_decoded_and_encoded_again() -> None:
+    url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    body = b"a=1&image=" + quote(url, safe="").encode() + b"&b=x%20y"
+    seen: list[bytes] = []
+
+    def field(value: bytes) -> bytes:
+        seen.append(value)
+        return value.upper() if value.startswith(b"data:") else value
+
+    new, handled = text_images.rewrite_form(body, field)
+    assert seen == [b"1", url.encode(), b"x y"] and len(handled) == 3
+    assert new.startswith(b"a=1&image=") and new.endswith(b"&b=x%20y")
+    assert parse_qs(new.decode())["image"][0] == url.upper()
+
+
+def test_runs_that_are_not_images_are_left_alone() -> None:
+    body = b'{"text": "data:text/plain;base64,aGk=", "token": "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"}'
+    assert text_images.rewrite_text(body, _flip)[0] == body
+
+
+def test_an_image_in_base64_that_does_not_decode_raises() -> None:
+    with pytest.raises(text_images.Base64Error):
+        text_images.rewrite_text(b'{"i":"data:image/png;base64,abcdefghijklmnopq"}', _flip)
+    truncated = base64.b64encode(PNG)[:101]
+    with pytest.raises(text_images.Base64Error):
+        text_images.rewrite_text(b'{"i":"' + truncated + b'"}', _flip)
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.binary(max_size=600))
+def test_random_bodies_never_crash_and_identity_keeps_them(body: bytes) -> None:
+    try:
+        new, _ = text_images.rewrite_text(body, _keep)
+    except text_images.Base64Error:
+        return
+    assert new == body
+    assert text_images.rewrite_form(body, lambda value: value)[0] == body
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.text(max_size=200), st.binary(min_size=12, max_size=200), st.text(max_size=200))
+def test_identity_transform_keeps_json_bytes(before: str, image: bytes, after: str) -> None:
+    url = "data:image/webp;base64," + base64.b64encode(image).decode()
+    body = json.dumps({"a": before, "img": url, "z": after}).encode()
+    new, handled = text_images.rewrite_text(body, _keep)
+    assert new == body
+    assert handled  # the data URL was decoded and handed over
