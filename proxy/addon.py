@@ -49,7 +49,12 @@ from proxy.site_profiles import SiteProfile, UploadMatch  # noqa: E402
 from proxy.uploads import body_reading  # noqa: E402
 from proxy.uploads.body_reading import GUARD_KEY, BodyGuard  # noqa: E402
 from proxy.uploads.budget import Budget, Reservation  # noqa: E402
-from proxy.uploads.refusal import Refusal, refusal_from_engine_error, refusal_response  # noqa: E402
+from proxy.uploads.refusal import (  # noqa: E402
+    PROTECT_COMMAND,
+    Refusal,
+    refusal_from_engine_error,
+    refusal_response,
+)
 from proxy.uploads.upload_rewrite import (  # noqa: E402
     Rewrite,
     UploadRequest,
@@ -384,7 +389,7 @@ class Sfumato:
                 "timeout",
                 f"protecting the upload took longer than {timeout:g} s",
                 "retry in a moment; if it keeps happening, protect the file before uploading "
-                "(sfumato protect FILE) or raise sfumato_timeout",
+                f"({PROTECT_COMMAND}) or raise sfumato_timeout",
             ) from None
         except Refusal:
             raise

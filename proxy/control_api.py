@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.certificate_authority import CertificateError, ca_certificate_pem, ca_fingerprint
+from proxy.cli import command
 from proxy.pairing import MAX_CLIENT_NAME, PairingThrottle, find_client, redeem_code
 from proxy.settings_store import (
     BuiltinSites,
@@ -227,7 +228,7 @@ def _authenticate(request: web.Request, ctx: ControlContext) -> int:
             401,
             "unauthorized",
             "a valid token is required",
-            "pair this client: run `sfumato pair` and send the code to POST /v1/pair",
+            f"pair this client: run `{command('pair')}` and send the code to POST /v1/pair",
             **{"WWW-Authenticate": 'Bearer realm="sfumato"'},
         )
     now = time.time()
@@ -320,7 +321,7 @@ async def post_pair(request: web.Request) -> web.Response:
             429,
             "too_many_attempts",
             "too many wrong pairing codes",
-            f"wait {int(wait) + 1} s, then run `sfumato pair` for a fresh code",
+            f"wait {int(wait) + 1} s, then run `{command('pair')}` for a fresh code",
             **{"Retry-After": str(int(wait) + 1)},
         )
     body = await read_json_object(request, {"code", "client"})
@@ -335,7 +336,7 @@ async def post_pair(request: web.Request) -> web.Response:
             403,
             "bad_code",
             "that pairing code is wrong, expired or already used",
-            "run `sfumato pair` on the server and type the new code within 5 minutes",
+            f"run `{command('pair')}` on the server and type the new code within 5 minutes",
         )
     client_id = find_client(ctx.store, token)
     log.info("client paired", extra={"client_id": client_id})

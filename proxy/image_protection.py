@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 
 from perturb.image_kinds import sniff_other
 from proxy.uploads.budget import Budget
-from proxy.uploads.refusal import PROTECT_FIRST, Refusal, refusal_from_engine_error
+from proxy.uploads.refusal import (
+    PROTECT_COMMAND,
+    PROTECT_FIRST,
+    Refusal,
+    refusal_from_engine_error,
+)
 
 
 def refuse_unsupported(data: bytes) -> None:
@@ -25,8 +30,7 @@ def refuse_unsupported(data: bytes) -> None:
         raise Refusal(
             "unsupported-image",
             f"{other} images cannot be protected in transit",
-            "save it as PNG or JPEG, protect it first (sfumato protect FILE) and upload the "
-            "result",
+            f"save it as PNG or JPEG, protect it first ({PROTECT_COMMAND}) and upload the result",
         )
 
 @dataclass
@@ -58,7 +62,7 @@ class ImageProtector:
             raise Refusal(
                 "timeout",
                 "protecting the upload took longer than allowed",
-                "retry in a moment, or protect the file before uploading (sfumato protect FILE)",
+                f"retry in a moment, or protect the file before uploading ({PROTECT_COMMAND})",
             )
         return remaining
 

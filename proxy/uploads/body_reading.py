@@ -27,7 +27,7 @@ from mitmproxy.proxy.layers.http import (
 )
 
 from proxy.uploads.budget import Reservation, busy
-from proxy.uploads.refusal import Refusal
+from proxy.uploads.refusal import PROTECT_COMMAND, Refusal
 
 GUARD_KEY = "sfumato_body_guard"
 # The budget is taken in steps while a body of unknown length grows.
@@ -38,7 +38,7 @@ def too_large(size: int, limit: int, *, what: str = "upload") -> Refusal:
     return Refusal(
         "body-too-large",
         f"the {what} is over {size} bytes, more than Sfumato's limit of {limit} bytes",
-        "protect the file before uploading (sfumato protect FILE), or raise sfumato_body_limit "
+        f"protect the file before uploading ({PROTECT_COMMAND}), or raise sfumato_body_limit "
         "(and sfumato_buffer_budget, if it is smaller)",
     )
 

@@ -13,6 +13,8 @@ import json
 
 from mitmproxy import http
 
+from proxy.cli import command
+
 ERROR_HEADER = "X-Sfumato-Error"
 
 # Refusal codes and the HTTP status each answers with.
@@ -43,7 +45,9 @@ ENGINE_ERROR_CODES: dict[str, str] = {
     "CannotFitLength": "cannot-fit-length",
 }
 
-PROTECT_FIRST = "protect the file before uploading (sfumato protect FILE), then upload the result"
+# Every command a refusal names runs as printed in this installation (proxy.cli.command).
+PROTECT_COMMAND = command("protect", "FILE")
+PROTECT_FIRST = f"protect the file before uploading ({PROTECT_COMMAND}), then upload the result"
 
 
 class Refusal(Exception):

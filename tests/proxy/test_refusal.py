@@ -78,3 +78,16 @@ def test_expired_deadline_refuses_before_protecting(jpeg) -> None:
     with pytest.raises(Refusal) as info:
         ImageProtector(deadline=0.0)(jpeg)
     assert info.value.code == "timeout"
+
+
+def test_refusal_hints_name_a_command_that_runs_as_printed() -> None:
+    """The hint a refused upload carries names `protect` as this installation runs it."""
+    import shlex
+    import shutil
+
+    from proxy.cli import command
+    from proxy.uploads.refusal import PROTECT_COMMAND, PROTECT_FIRST
+
+    assert PROTECT_COMMAND == command("protect", "FILE") and PROTECT_COMMAND in PROTECT_FIRST
+    program = shlex.split(PROTECT_COMMAND)[0]
+    assert shutil.which(program), f"{program} is neither on PATH nor an executable file"
