@@ -251,8 +251,9 @@ def _encode_jpeg(
     if sampling is not None:
         kwargs["subsampling"] = sampling
     _common(kwargs, meta)
-    if meta.comment:
-        kwargs["comment"] = meta.comment
+    # always explicit: Pillow falls back to the frame's own info["comment"], which would bring
+    # back a comment the engine dropped (e.g. one holding an unprotected preview)
+    kwargs["comment"] = meta.comment or b""
     # The JPEG APP1 segment limit: bulk padding goes into COM segments, the rest into the XMP.
     limit = 65000
     extra: list[bytes] = list(meta.jpeg_segments)
@@ -364,8 +365,9 @@ def _encode_gif(
     frames: list[Frame], meta: Metadata, params: dict[str, Any], packet: bytes
 ) -> bytes:
     kwargs: dict[str, Any] = {"optimize": False}
-    if meta.comment:
-        kwargs["comment"] = meta.comment
+    # always explicit: Pillow falls back to the frame's own info["comment"], which would bring
+    # back a comment the engine dropped (e.g. one holding an unprotected preview)
+    kwargs["comment"] = meta.comment or b""
     if "loop" in params:
         kwargs["loop"] = params["loop"]
     transparent = any(f.image.mode == "RGBA" and f.image.getextrema()[3][0] == 0 for f in frames)

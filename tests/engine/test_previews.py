@@ -164,6 +164,18 @@ def test_other_embedded_images_are_removed(tiny_model, artwork_jpeg) -> None:
     assert "maker notes" in notes and "APP2" in notes
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "GIF"])
+def test_a_comment_holding_a_preview_is_not_written_back(tiny_model, fmt: str) -> None:
+    """Pillow re-writes a frame's own comment unless told otherwise: the dropped one must stay
+    dropped."""
+    thumb = jpeg_of((40, 30), (200, 200, 10))
+    image = Image.fromarray(samples.artwork(64, 48, 0 if fmt == "JPEG" else 200))
+    data = samples.encode(image if fmt == "JPEG" else image.quantize(200), fmt, comment=thumb)
+    out = protect(data, model=tiny_model)
+    assert_gone(out.data, thumb)
+    assert "dropped a comment holding an embedded image" in out.report.notes
+
+
 def test_png_exif_thumbnail_and_raw_profiles(tiny_model) -> None:
     thumb = jpeg_of((64, 48))
     exif = exif_with_thumbnail(thumb, order=">")[6:]
