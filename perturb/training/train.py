@@ -47,7 +47,7 @@ class TrainConfig:
     visibility_weight: float = 0.3  # hinge weight per point the batch mean is below the target
     # reward per SSIMULACRA 2 point: G compares with noise of equal visibility, and noise's log
     # shift falls ~0.1 per point, so −log S − 0.1·SSIMULACRA 2 tracks −log G (shape, not amplitude)
-    visibility_gain: float = 0.0
+    visibility_gain: float = 0.1
     rate_weight: float = 0.0  # > 0: hinge on the estimated JPEG size ratio (protected / clean)
     rate_target: float = 1.3  # the size ratio above which the hinge acts
     rate_quality: int = 95  # the quantisation tables the size is estimated with
