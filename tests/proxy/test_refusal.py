@@ -88,6 +88,6 @@ def test_refusal_hints_name_a_command_that_runs_as_printed() -> None:
     from proxy.cli import command
     from proxy.uploads.refusal import PROTECT_COMMAND, PROTECT_FIRST
 
-    assert PROTECT_COMMAND == command("protect", "FILE") and PROTECT_COMMAND in PROTECT_FIRST
+    assert command("protect", "FILE") == PROTECT_COMMAND and PROTECT_COMMAND in PROTECT_FIRST
     program = shlex.split(PROTECT_COMMAND)[0]
     assert shutil.which(program), f"{program} is neither on PATH nor an executable file"
