@@ -48,6 +48,9 @@ class TrainConfig:
     # reward per SSIMULACRA 2 point: G compares with noise of equal visibility, and noise's log
     # shift falls ~0.1 per point, so −log S − 0.1·SSIMULACRA 2 tracks −log G (shape, not amplitude)
     visibility_gain: float = 0.1
+    # with the gain, the batch-mean SSIMULACRA 2 is also held at most here: an unbounded reward for
+    # invisibility lets the amplitude drift down until the platform's JPEG erases the perturbation
+    visibility_ceiling: float = 85.0
     rate_weight: float = 0.0  # > 0: hinge on the estimated JPEG size ratio (protected / clean)
     rate_target: float = 1.3  # the size ratio above which the hinge acts
     rate_quality: int = 95  # the quantisation tables the size is estimated with
@@ -100,6 +103,13 @@ class Trainer:
         torch.save(self.state(), tmp)
         tmp.replace(path)
 
+    def save_model(self, path: Path) -> None:
+        """The weights and config only (what export and ship read); snapshots keep one per eval,
+        so a run that goes wrong late can be shipped from before it did."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": self.model.state_dict(), "config": config_dict(self.cfg),
+                    "step": self.step, "history": self.history}, path)
+
     def load(self, path: Path) -> None:
         st = torch.load(path, map_location="cpu", weights_only=False)
         self.model.load_state_dict(st["model"])
@@ -139,7 +149,10 @@ class Trainer:
             vis = ssimulacra2(x, quantize_st(x_adv))
             # on the batch mean: the generator may spend more on textured crops, less on flat ones
             loss = loss + cfg.visibility_weight * torch.relu(cfg.visibility_target - vis.mean())
-            loss = loss - cfg.visibility_gain * vis.mean()
+            if cfg.visibility_gain > 0:
+                loss = loss - cfg.visibility_gain * vis.mean()
+                above = torch.relu(vis.mean() - cfg.visibility_ceiling)
+                loss = loss + cfg.visibility_weight * above
             logs["ss2"] = vis.mean().item()
         if self.rate is not None:
             with torch.no_grad():
@@ -192,12 +205,12 @@ class Trainer:
                 ev = self.evaluate()
                 self.history.append({"step": self.step, "elapsed": round(self.elapsed), **ev})
                 print(f"eval step {self.step}: {ev}", flush=True)
+                self.save_model(run_dir / "snapshots" / f"model-{self.step:06d}.pt")
             if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
                 self.save(run_dir / "ckpt.pt")
                 last_ckpt = time.time()
         self.save(run_dir / "ckpt.pt")
-        torch.save({"model": self.model.state_dict(), "config": config_dict(cfg),
-                    "step": self.step, "history": self.history}, run_dir / "model.pt")
+        self.save_model(run_dir / "model.pt")
         print(f"done: {self.step} steps in {self.elapsed / 60:.1f} min -> {run_dir / 'model.pt'}")
 
 
