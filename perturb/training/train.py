@@ -4,8 +4,8 @@ Each step: random crops (colour + alpha) from `train/`, their colour protected a
 generator — the keyed design with a fresh random key per crop — both sides composited over grey and
 passed through the same random platform transform (JPEG / resize+JPEG / noise+JPEG / identity,
 sub-tile crop), and the generator is pushed to maximise the log latent shift (latents plus
-intermediate feature maps) of every surrogate encoder, under a visibility hinge and an optional
-JPEG-size hinge. Strength presets are calibrated after.
+intermediate feature maps) of every surrogate encoder, under a visibility hinge. Strength presets
+are calibrated after.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import torch
 
 from perturb.training.data import CropSampler, composite, list_images, load_rgb
 from perturb.training.generator import GeneratorConfig, KeyedProtector
-from perturb.training.jpeg_rate import JpegRate
 from perturb.training.losses import decoy_loss, normalised_shift, shift_loss
 from perturb.training.surrogates import Surrogate, load_surrogate
 from perturb.training.transforms import MIXTURE, Transform, quantize_st, sample_transform
@@ -45,15 +44,6 @@ class TrainConfig:
     decoy_weight: float = 0.0  # > 0 adds the targeted decoy term
     visibility_target: float = 70.0  # SSIMULACRA 2 of each crop the budget is held at (0 = off)
     visibility_weight: float = 0.3  # hinge weight per point the batch mean is below the target
-    # reward per SSIMULACRA 2 point: G compares with noise of equal visibility, and noise's log
-    # shift falls ~0.1 per point, so −log S − 0.1·SSIMULACRA 2 tracks −log G (shape, not amplitude)
-    visibility_gain: float = 0.1
-    # with the gain, the batch-mean SSIMULACRA 2 is also held at most here: an unbounded reward for
-    # invisibility lets the amplitude drift down until the platform's JPEG erases the perturbation
-    visibility_ceiling: float = 85.0
-    rate_weight: float = 0.0  # > 0: hinge on the estimated JPEG size ratio (protected / clean)
-    rate_target: float = 1.3  # the size ratio above which the hinge acts
-    rate_quality: int = 95  # the quantisation tables the size is estimated with
     checkpoint_minutes: float = 3.0
     eval_every: int = 50
     threads: int = 2
@@ -79,7 +69,6 @@ class Trainer:
         self.model = KeyedProtector(cfg.generator)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr_net)
         self.keys = torch.Generator().manual_seed(cfg.seed + 1)  # training keys (not secrets)
-        self.rate = JpegRate(cfg.rate_quality) if cfg.rate_weight > 0 else None
         self.step = 0
         self.elapsed = 0.0
         self.rng = random.Random(cfg.seed)
@@ -145,21 +134,11 @@ class Trainer:
             logs.update({f"{s.name}.{k}": v for k, v in lg.items()})
             if self.decoy is not None:
                 loss = loss + cfg.decoy_weight * decoy_loss(s, tadv, self.decoy[i])
-        if cfg.visibility_target > 0 or cfg.visibility_gain > 0:
+        if cfg.visibility_target > 0:
             vis = ssimulacra2(x, quantize_st(x_adv))
             # on the batch mean: the generator may spend more on textured crops, less on flat ones
             loss = loss + cfg.visibility_weight * torch.relu(cfg.visibility_target - vis.mean())
-            if cfg.visibility_gain > 0:
-                loss = loss - cfg.visibility_gain * vis.mean()
-                above = torch.relu(vis.mean() - cfg.visibility_ceiling)
-                loss = loss + cfg.visibility_weight * above
             logs["ss2"] = vis.mean().item()
-        if self.rate is not None:
-            with torch.no_grad():
-                clean_bits = self.rate(x)
-            ratio = self.rate(quantize_st(x_adv)) / clean_bits.clamp_min(1e-3)
-            loss = loss + cfg.rate_weight * torch.relu(ratio - cfg.rate_target).mean()
-            logs["size"] = ratio.mean().item()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -199,7 +178,6 @@ class Trainer:
                                 if ".tap" in k)
                 print(f"step {self.step} loss {logs['loss']:+.3f} [{logs['transform']}] {taps} "
                       f"ss2 {logs.get('ss2', float('nan')):.1f} "
-                      f"size {logs.get('size', float('nan')):.2f} "
                       f"{ips:.2f} it/s ETA {eta / 60:.1f} min", flush=True)
             if self.step % cfg.eval_every == 0:
                 ev = self.evaluate()

@@ -38,14 +38,14 @@ def random_surrogate() -> Surrogate:
 
 
 def test_training_steps_change_the_generator(tmp_path: Path) -> None:
-    cfg = TrainConfig(run=str(tmp_path / "run"), batch=2, crops=(32, 64), rate_weight=0.1,
-                      rate_target=1.0, visibility_gain=0.1, generator=GeneratorConfig(hidden=8))
+    cfg = TrainConfig(run=str(tmp_path / "run"), batch=2, crops=(32, 64),
+                      generator=GeneratorConfig(hidden=8))
     data = CropSampler(write_images(tmp_path / "train"), seed=0)
     trainer = Trainer(cfg, [random_surrogate()], data,
                       [data.images[0][:3, :64, :64].float() / 255])
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     logs = [trainer.train_step() for _ in range(3)]
-    assert all(np.isfinite(lg["loss"]) and lg["size"] > 0 for lg in logs)
+    assert all(np.isfinite(lg["loss"]) for lg in logs)
     after = trainer.model.state_dict()
     for name in ("gate.0.weight", "key_in.weight", "mix.weight", "out.weight"):
         assert not torch.equal(before[name], after[name]), name
