@@ -1,77 +1,190 @@
-"""Compare checkpoints at equal visibility: the quick check behind docs/model.md's "what was tried".
+"""Compare models at equal visibility, the product's way: the quick check behind docs/model.md.
 
-    .venv-train/bin/python -m perturb.training.compare runs/a/model.pt runs/b/model.pt
+    .venv-train/bin/python -m perturb.training.compare runs/a/model.pt onnx_models/<id>.onnx
 
-Each checkpoint's strength is solved so that the median SSIMULACRA 2 over the same val images
-(every fifth, composited over grey, ≤ 384 px) equals `--target`; then `quick_gain` reports G and
-ΔC there. G depends on the visibility it is measured at, so only equal-visibility rows compare.
-For tuning on `val/`; `bench/efficacy.py` gives the reported numbers.
+Each model (a train.py checkpoint, or an exported `.onnx` next to its card) perturbs every
+`--every`-th val image as stored — colour, also under transparent pixels, alpha untouched,
+downscaled to ≤ `--side` px — with a fresh key per protection. Its strength is solved so that the
+median SSIMULACRA 2 (composited over grey) equals `--target`, with the coverage rule fitted as
+`calibrate` fits it. Then, per EVALUATION.md: G under each transform against the equal-visibility
+noise (added under alpha), Gᵣ after the replay attack (4 more protections of the protected pixels
+with fresh keys, their mean change subtracted), and for JPEG inputs the protected file's size when
+re-encoded with the original's quantisation tables. G depends on the visibility it is measured at,
+so only equal-visibility rows compare. For tuning on `val/`; `bench/efficacy.py` gives the
+reported numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from perturb.models import Coverage
 from perturb.training import evaluate as ev
-from perturb.training.calibrate import GRID, Sample, curves, solve
-from perturb.training.export import load_model
+from perturb.training.calibrate import GRID, MAX_FACTOR, Sample, curves, fit_exponent, solve
 from perturb.training.generator import KeyedProtector
 
+REPLAYS = 4
+CALIBRATION_SEED = 0  # one key for the calibration curves, so they are smooth
+# (uint8 colour, strength, numpy generator for the key) → uint8 colour
+Perturb = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
 
-def perturb_fn(model: KeyedProtector, seed: int = 0):
-    """uint8 H×W×3, strength → uint8 H×W×3, reflect-padded to the model's size multiple like the
-    engine, with the same key for every call (comparisons, unlike protections, repeat)."""
+
+@dataclass
+class ValImage:
+    sample: Sample
+    jpeg: bytes | None  # the original file when it is a JPEG (for the size column)
+
+
+def torch_perturb(model: KeyedProtector) -> Perturb:
+    """A generator run as the engine runs a keyed model (reflect-padded, cropped back, 8-bit)."""
     t = model.size_multiple
 
     @torch.no_grad()
-    def run(rgb: np.ndarray, strength: float) -> np.ndarray:
+    def run(rgb: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
         x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
         h, w = x.shape[-2:]
         x = torch.nn.functional.pad(x, (0, (-w) % t, 0, (-h) % t), mode="reflect")
-        key = model.draw_key(1, *x.shape[-2:], torch.Generator().manual_seed(seed))
+        shape = model.key_shape(1, *x.shape[-2:])
+        key = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
         y = model(x, torch.tensor(strength), key)[0, :, :h, :w]
         return ev.to_uint8(y.permute(1, 2, 0).numpy())
 
     return run
 
 
-def load_images(folder: Path, every: int = 5, side: int = 384) -> list[np.ndarray]:
+def onnx_perturb(path: Path) -> Perturb:
+    """An exported model through the engine (`perturb.models`), keyed or not."""
+    from perturb.models import load_model
+
+    model = load_model(path)
+    return lambda rgb, strength, rng: model.perturb(rgb, strength, rng=rng)
+
+
+def load_images(folder: Path, every: int, side: int) -> list[ValImage]:
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     out = []
     for p in paths[::every]:
-        x = ev.decode_rgb(p)
-        if max(x.shape[:2]) > side:
-            s = side / max(x.shape[:2])
-            size = (round(x.shape[1] * s), round(x.shape[0] * s))
-            x = np.asarray(Image.fromarray(x).resize(size, Image.LANCZOS))
-        out.append(ev.crop8(x))
+        data = p.read_bytes()
+        colour, alpha = ev.decode_colour_alpha(data)
+        if max(colour.shape[:2]) > side:
+            s = side / max(colour.shape[:2])
+            size = (round(colour.shape[1] * s), round(colour.shape[0] * s))
+            colour = np.asarray(Image.fromarray(colour).resize(size, Image.LANCZOS))
+            if alpha is not None:
+                alpha = np.asarray(Image.fromarray(alpha).resize(size, Image.LANCZOS))
+            data = _jpeg_like(colour, data) if data[:2] == b"\xff\xd8" else data
+        h, w = (d - d % 8 for d in colour.shape[:2])
+        colour = np.ascontiguousarray(colour[:h, :w])
+        alpha = None if alpha is None else np.ascontiguousarray(alpha[:h, :w])
+        jpeg = data if data[:2] == b"\xff\xd8" else None
+        out.append(ValImage(Sample(p.name, colour, alpha), jpeg))
     return out
+
+
+def _jpeg_like(rgb: np.ndarray, original: bytes) -> bytes:
+    """`rgb` encoded with the original JPEG's quantisation tables and subsampling."""
+    from PIL import JpegImagePlugin
+
+    with Image.open(io.BytesIO(original)) as im:
+        tables = im.quantization
+        sub = JpegImagePlugin.get_sampling(im)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", qtables=tables, subsampling=max(sub, 0))
+    return buf.getvalue()
+
+
+def score_model(perturb: Perturb, images: list[ValImage], target: float,
+                encoder: torch.nn.Module, seed: int = 1,
+                transforms: tuple[str, ...] = ("jpeg85", "resize-jpeg")) -> dict:
+    """Strength solved for a median SSIMULACRA 2 of `target`, then G, Gᵣ and the JPEG size."""
+    samples = [im.sample for im in images]
+    fixed = lambda rgb, s: perturb(rgb, s, np.random.default_rng(CALIBRATION_SEED))  # noqa: E731
+    scores = curves(fixed, samples)
+    coverages = [s.coverage for s in samples]
+    exponent = fit_exponent(scores, coverages, GRID, target, MAX_FACTOR)
+    factors = [Coverage(exponent, MAX_FACTOR).factor(c) for c in coverages]
+    strength = solve(scores, GRID, target, factors)
+    latents = ev.LatentModel(encoder, None, 2)
+    rng = np.random.default_rng(seed)
+    records, sizes = [], []
+    for im, f in zip(images, factors, strict=True):
+        s = im.sample
+        xp = perturb(s.rgb, strength * f, rng)
+        if im.jpeg is not None:  # the product's re-encoding of a JPEG input
+            data = _jpeg_like(xp, im.jpeg)
+            sizes.append(len(data) / len(im.jpeg))
+            xp = ev.decode_rgb(data)
+        change = np.zeros(xp.shape)
+        for _ in range(REPLAYS):
+            again = perturb(xp, strength * f, rng)
+            if im.jpeg is not None:
+                again = ev.decode_rgb(_jpeg_like(again, im.jpeg))
+            change += again.astype(np.float64) - xp
+        restored = ev.to_uint8((xp - change / REPLAYS) / 255.0)
+        x = s.composite(s.rgb)
+        ref = ev.ImageReference(x, latents, transforms, colour=s.rgb, alpha=s.alpha)
+        records.append(ev.score_image(ref, s.composite(xp), damage=False,
+                                      replay=s.composite(restored)))
+    summary = ev.summarize(records)
+    opaque = [r for r, s in zip(records, samples, strict=True) if s.alpha is None]
+    sprites = [r for r, s in zip(records, samples, strict=True) if s.alpha is not None]
+
+    def g(rs: list[dict], t: str, k: str) -> float | None:
+        return ev.median(r["transforms"][t][k] for r in rs)
+
+    return {
+        "strength": strength, "exponent": exponent, "n": summary.n,
+        "ssimulacra2": summary.ssimulacra2, "under_60": summary.share_under_60,
+        "G": {t: summary.transforms[t]["G"] for t in transforms},
+        "G_replay": {t: summary.transforms[t]["G_replay"] for t in transforms},
+        "G_opaque": {t: g(opaque, t, "G") for t in transforms},
+        "G_sprites": {t: g(sprites, t, "G") for t in transforms},
+        "jpeg_size": statistics.median(sizes) if sizes else None,
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoints", type=Path, nargs="+")
+    ap.add_argument("models", type=Path, nargs="+", help="train.py checkpoints or .onnx files")
     ap.add_argument("--shared", type=Path, default=Path("../shared"))
     ap.add_argument("--target", type=float, default=71.0, help="median SSIMULACRA 2")
+    ap.add_argument("--every", type=int, default=4, help="every n-th val image")
+    ap.add_argument("--side", type=int, default=512, help="long side the images are scaled to")
     a = ap.parse_args(argv)
     from perturb.training.surrogates import load_taef2
 
     torch.set_num_threads(2)
-    images = load_images(a.shared / "data" / "artworks" / "val")
-    samples = [Sample(str(i), x, None) for i, x in enumerate(images)]
-    sur = load_taef2(a.shared, decoder=True)
-    for ck in a.checkpoints:
-        run = perturb_fn(load_model(ck))
-        strength = solve(curves(run, samples), GRID, a.target)
-        r = ev.quick_gain(lambda x, s=strength, f=run: f(ev.to_uint8(x), s) / 255.0,
-                          images, sur.encoder, sur.decoder, max_side=384)
-        print(f"{ck}: strength {strength:.3f}, SSIMULACRA 2 {r['ssimulacra2']:.1f}, "
-              f"G {r['G']}, ΔC {r['dC']}", flush=True)
+    images = load_images(a.shared / "data" / "artworks" / "val", a.every, a.side)
+    encoder = load_taef2(a.shared, decoder=False).encoder
+    print(f"{len(images)} val images (every {a.every}th, ≤ {a.side} px), "
+          f"{sum(im.sample.alpha is not None for im in images)} with transparency", flush=True)
+    for path in a.models:
+        if path.suffix == ".onnx":
+            run = onnx_perturb(path)
+        else:
+            from perturb.training.export import load_model
+
+            run = torch_perturb(load_model(path))
+        r = score_model(run, images, a.target, encoder)
+
+        def fmt(d: dict) -> str:
+            return " / ".join("—" if v is None else f"{v:.2f}" for v in d.values())
+
+        size = "—" if r["jpeg_size"] is None else f"{r['jpeg_size']:.2f}×"
+        print(f"{path}: strength {r['strength']:.3f} (coverage exponent {r['exponent']}), "
+              f"SSIMULACRA 2 {r['ssimulacra2']:.1f} ({r['under_60']:.0%} < 60), "
+              f"G {fmt(r['G'])}, Gᵣ {fmt(r['G_replay'])} (jpeg85 / resize-jpeg); "
+              f"opaque {fmt(r['G_opaque'])}, sprites {fmt(r['G_sprites'])}; JPEG size {size}",
+              flush=True)
 
 
 if __name__ == "__main__":

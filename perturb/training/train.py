@@ -38,7 +38,13 @@ class TrainConfig:
     max_steps: int = 100_000
     batch: int = 8
     crops: tuple[int, ...] = (128,)
+    # long side the training images are kept at: the corpus's own (1024) shows content at the
+    # scale the product protects it; 768 (the earlier stages) made it denser than any upload
+    image_side: int = 1024
     lr_net: float = 1e-2
+    # the learning rate falls along a cosine to lr_net × lr_floor at the end of the time budget
+    # (1 = constant): late steps refine instead of jumping between equally good solutions
+    lr_floor: float = 0.1
     # probability of identity / jpeg / resize-jpeg / noise-jpeg in the expectation over transforms
     transform_mix: tuple[float, ...] = tuple(p for _, p in MIXTURE)
     decoy_weight: float = 0.0  # > 0 adds the targeted decoy term
@@ -116,6 +122,13 @@ class Trainer:
         key = self.model.draw_key(n, h, w, keys or self.keys)
         return self.model(colour, strength, key)
 
+    def set_lr(self, progress: float) -> None:
+        """Cosine decay from lr_net to lr_net × lr_floor over the run (progress in [0, 1])."""
+        floor = self.cfg.lr_floor
+        scale = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.lr_net * scale
+
     # -- one optimisation step --
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
@@ -168,6 +181,7 @@ class Trainer:
         budget = cfg.minutes * 60
         t0, s0 = time.time(), self.step
         while self.step < cfg.max_steps and time.time() - start < budget:
+            self.set_lr(self.elapsed / budget)
             logs = self.train_step()
             self.step += 1
             self.elapsed = time.time() - start
@@ -235,8 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     surrogates = [load_surrogate(s, a.shared) for s in cfg.surrogates.split(",")]
     train_paths = list_images(a.shared, "train")
     print(f"train images: {len(train_paths)}; surrogates: {[s.name for s in surrogates]}")
-    train_set = CropSampler(train_paths, max_side=768, seed=cfg.seed,
-                            cache=Path("runs") / "cache" / "train-768.pt" if a.cache else None)
+    cache = Path("runs") / "cache" / f"train-{cfg.image_side}.pt"
+    train_set = CropSampler(train_paths, max_side=cfg.image_side, seed=cfg.seed,
+                            cache=cache if a.cache else None)
     val = []
     for p in list_images(a.shared, "val")[: a.val_images]:
         v = load_rgb(p, max_side=256, multiple=KeyedProtector(cfg.generator).size_multiple)

@@ -154,3 +154,19 @@ def test_transform_mixture_weights_pick_the_transforms() -> None:
     halves = (("identity", 2.0), ("jpeg", 2.0), ("resize-jpeg", 0.0), ("noise-jpeg", 0.0))
     names = [sample_transform(rng, mixture=halves).name for _ in range(400)]
     assert set(names) == {"identity", "jpeg"} and 120 < names.count("jpeg") < 280
+
+
+def test_learning_rate_falls_along_a_cosine_to_its_floor(tmp_path: Path) -> None:
+    cfg = TrainConfig(batch=1, crops=(32,), lr_net=0.02, lr_floor=0.1,
+                      generator=GeneratorConfig(hidden=8))
+    data = CropSampler(write_images(tmp_path / "train", 1), seed=0)
+    trainer = Trainer(cfg, [random_surrogate()], data, [])
+
+    def lr_at(progress: float) -> float:
+        trainer.set_lr(progress)
+        return trainer.opt.param_groups[0]["lr"]
+
+    lrs = [lr_at(p) for p in np.linspace(0, 1, 11)]
+    assert lrs[0] == 0.02 and abs(lrs[-1] - 0.002) < 1e-12 and abs(lr_at(0.5) - 0.011) < 1e-12
+    assert all(a > b for a, b in zip(lrs[:-1], lrs[1:], strict=True))
+    assert lr_at(1.7) == lrs[-1] and lr_at(-1) == lrs[0]  # clamped outside the run
