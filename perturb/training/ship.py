@@ -44,6 +44,30 @@ def contract(model: KeyedProtector) -> dict:
     }
 
 
+def secret(model: KeyedProtector, block: int = 64) -> dict:
+    """How much secret reaches each block × block region, and why it cannot be searched (the
+    threat model of EVALUATION.md, "The attacker who owns the product")."""
+    s, c = model.cfg.scale, model.cfg.key_channels
+    per_block = (block // s) ** 2 * c
+    reach = 2 * 2 + 1  # two 3×3 convolutions on the key: each cell sees 5 × 5 cells of it
+    return {
+        "source": "numpy.random.default_rng(secrets.randbits(128)) per image and frame: the "
+                  "operating system's CSPRNG; never written to the file, the marker, a log, "
+                  "the report or the API",
+        "values_per_64px_block": per_block,
+        "key_values_per_cell_receptive_field": reach * reach * c,
+        "why_unsearchable": (
+            f"each {block}×{block} block is shaped by {per_block} independent standard normal "
+            f"values ({(block // s) ** 2} cells of {s}×{s} px, {c} values each): even their signs "
+            f"alone are 2^{per_block} possibilities per block, against the offsets, flips or K "
+            "patterns a correlation search can try; the map from key to perturbation is "
+            "non-linear (two tanh layers, gated by the image), so no least-squares fit of a few "
+            "coefficients recovers it; the whole field derives from a 128-bit seed that exists "
+            "only while the image is protected; the perturbation is odd in the key, so the mean "
+            "of any number of replays is zero"),
+    }  # fmt: skip
+
+
 def card(model_id: str, version: str, onnx_bytes: bytes, model: KeyedProtector,
          cal: Calibration | None, training: dict, data: dict, surrogates: list[dict],
          metrics: dict) -> dict:
@@ -59,6 +83,7 @@ def card(model_id: str, version: str, onnx_bytes: bytes, model: KeyedProtector,
         "file": f"{model_id}.onnx",
         "sha256": sha256_bytes(onnx_bytes),
         "contract": contract(model),
+        "secret": secret(model),
         "presets": presets,
         "coverage": coverage,
         "training": training,

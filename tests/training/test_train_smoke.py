@@ -125,6 +125,9 @@ def test_main_runs_end_to_end_on_a_shared_layout(tmp_path: Path) -> None:
     src = (shared / "data" / "artworks" / "val" / "opaque.png").read_bytes()
     assert card["contract"]["key"] == {"input": "key", "channels": 2, "scale": 8,
                                        "distribution": "standard_normal"}
+    assert card["secret"]["values_per_64px_block"] == 8 * 8 * 2  # 64 cells of 8 px, 2 values
+    assert "CSPRNG" in card["secret"]["source"]
+    assert "2^128 possibilities" in card["secret"]["why_unsearchable"]
     protected = protect(src, model=str(out / "tiny-shipped.onnx"))
     assert protected.report.model_id == "tiny-shipped" and protected.data != src
     assert protect(src, model=str(out / "tiny-shipped.onnx")).data != protected.data  # keyed
