@@ -354,36 +354,146 @@ def pixel_count(data: bytes) -> int:
     return width * height * frames
 
 
-def metadata_regions(data: bytes) -> list[tuple[int, int]]:
-    """Where an image file keeps data other than its pixels (JPEG segments before the scan, PNG
-    and WebP chunks other than image data, all of a GIF): where embedded previews live."""
-    name = sniff_format(data)
+_JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # in entropy-coded data
+
+
+def _jpeg_layout(data: bytes) -> tuple[list[tuple[int, int]], int | None]:
+    """(payload ranges of every marker segment, before and between the scans; the offset just
+    after EOI, or None if the structure breaks off first). Entropy-coded data is skipped: in it
+    0xFF is always followed by 0x00, a restart marker or more fill bytes."""
     regions: list[tuple[int, int]] = []
+    pos = 2
+    while pos + 2 <= len(data):
+        if data[pos] != 0xFF:
+            return regions, None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return regions, pos + 2
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        length = _u16be(data, pos + 2)
+        if length < 2 or pos + 2 + length > len(data):
+            return regions, None
+        end = pos + 2 + length
+        if marker != 0xDA:
+            regions.append((pos + 4, end))
+            pos = end
+            continue
+        found = _JPEG_NEXT_MARKER.search(data, end)
+        if found is None:
+            return regions, None
+        pos = found.start()
+    return regions, None
+
+
+def _png_layout(data: bytes) -> tuple[list[tuple[bytes, int, int]], int | None]:
+    """((type, payload start, payload end) of each chunk; the offset just after IEND, or
+    None if the chunks break off first)."""
+    chunks: list[tuple[bytes, int, int]] = []
+    pos = 8
+    while pos + 12 <= len(data):
+        length, ctype = _u32be(data, pos), bytes(data[pos + 4 : pos + 8])
+        if pos + 12 + length > len(data):
+            return chunks, None
+        chunks.append((ctype, pos + 8, pos + 8 + length))
+        pos += 12 + length
+        if ctype == b"IEND":
+            return chunks, pos
+    return chunks, None
+
+
+def _webp_layout(data: bytes) -> tuple[list[tuple[bytes, int, int]], int | None]:
+    """((fourcc, payload start, payload end) of each top-level chunk; the end the RIFF header
+    declares, or None if the chunks do not fill it exactly)."""
+    end = 8 + _u32le(data, 4)
+    limit = min(end, len(data))
+    chunks: list[tuple[bytes, int, int]] = []
+    pos = 12
+    while pos + 8 <= limit:
+        fourcc, length = bytes(data[pos : pos + 4]), _u32le(data, pos + 4)
+        if pos + 8 + length > limit:
+            return chunks, None
+        chunks.append((fourcc, pos + 8, pos + 8 + length))
+        pos += 8 + length + (length & 1)
+    return chunks, (end if pos == end <= len(data) else None)
+
+
+def _gif_end(data: bytes) -> int | None:
+    """The offset just after the GIF trailer, following every block; None if they break off."""
+    if len(data) < 13:
+        return None
+    pos = 13 + (3 * (2 << (data[10] & 7)) if data[10] & 0x80 else 0)
+    while pos < len(data):
+        introducer = data[pos]
+        if introducer == 0x3B:
+            return pos + 1
+        if introducer == 0x21:  # extension: label, then sub-blocks
+            pos += 2
+        elif introducer == 0x2C:  # image: descriptor, local colour table, LZW code size
+            if pos + 10 > len(data):
+                return None
+            flags = data[pos + 9]
+            pos += 10 + (3 * (2 << (flags & 7)) if flags & 0x80 else 0) + 1
+        else:
+            return None
+        while pos < len(data) and data[pos]:  # sub-blocks up to the terminator
+            pos += 1 + data[pos]
+        pos += 1
+    return None
+
+
+def metadata_regions(data: bytes) -> list[tuple[int, int]]:
+    """Where an image file keeps data other than its pixels (JPEG segments before and between
+    the scans, PNG and WebP chunks other than image data, all of a GIF): where embedded previews
+    live."""
+    name = sniff_format(data)
     if name == "JPEG":
-        pos = 2
-        while pos + 4 <= len(data) and data[pos] == 0xFF:
-            marker, length = data[pos + 1], _u16be(data, pos + 2)
-            if marker in (0xDA, 0xD9) or length < 2:
-                break
-            regions.append((pos + 4, pos + 2 + length))
-            pos += 2 + length
-    elif name == "PNG":
-        pos = 8
-        while pos + 8 <= len(data):
-            length, ctype = _u32be(data, pos), data[pos + 4 : pos + 8]
-            if ctype not in (b"IDAT", b"fdAT", b"IHDR", b"PLTE", b"IEND"):
-                regions.append((pos + 8, pos + 8 + length))
-            pos += 12 + length
-    elif name == "WEBP":
-        pos = 12
-        while pos + 8 <= len(data):
-            fourcc, length = data[pos : pos + 4], _u32le(data, pos + 4)
-            if fourcc not in (b"VP8 ", b"VP8L", b"ALPH", b"ANMF"):
-                regions.append((pos + 8, pos + 8 + length))
-            pos += 8 + length + (length & 1)
-    elif name == "GIF":
-        regions.append((6, len(data)))
-    return regions
+        return _jpeg_layout(data)[0]
+    if name == "PNG":
+        return [
+            (start, end)
+            for ctype, start, end in _png_layout(data)[0]
+            if ctype not in (b"IDAT", b"fdAT", b"IHDR", b"PLTE", b"IEND")
+        ]
+    if name == "WEBP":
+        return [
+            (start, end)
+            for fourcc, start, end in _webp_layout(data)[0]
+            if fourcc not in (b"VP8 ", b"VP8L", b"ALPH", b"ANMF")
+        ]
+    if name == "GIF":
+        return [(6, len(data))]
+    return []
+
+
+def image_end(data: bytes) -> int | None:
+    """Where the JPEG, PNG, WebP or GIF image that `data` starts with ends (after EOI, IEND,
+    the RIFF size, the trailer): bytes beyond it are not part of the image. None if its
+    structure breaks off before its end, or for other formats."""
+    name = sniff_format(data)
+    if name == "JPEG":
+        return _jpeg_layout(data)[1]
+    if name == "PNG":
+        return _png_layout(data)[1]
+    if name == "WEBP":
+        return _webp_layout(data)[1]
+    if name == "GIF":
+        return _gif_end(data)
+    return None
+
+
+def png_chunk_types(data: bytes) -> list[bytes]:
+    """The chunk types of a PNG, in order, up to IEND."""
+    return [ctype for ctype, _, _ in _png_layout(data)[0]]
+
+
+def webp_chunk_types(data: bytes) -> list[bytes]:
+    """The top-level chunk types of a WebP, in order."""
+    return [fourcc for fourcc, _, _ in _webp_layout(data)[0]]
 
 
 def pixel_data_sample(data: bytes, start: int = 0, size: int = 32) -> bytes | None:

@@ -103,6 +103,67 @@ class _Thumbnails:
         return None
 
 
+# Chunks the engine writes (PNG: critical, carried, APNG; WebP: every chunk of the container).
+_PNG_WRITTEN = frozenset(
+    {b"tRNS", b"iCCP", b"eXIf", b"acTL", b"fcTL", b"fdAT"}
+    | set(containers.PNG_CRITICAL + containers.PNG_COPY_BEFORE_PLTE)
+    | set(containers.PNG_TEXT + containers.PNG_COPY_ADAPTED)
+)
+_WEBP_WRITTEN = frozenset(
+    {b"VP8 ", b"VP8L", b"VP8X", b"ALPH", b"ANIM", b"ANMF", b"ICCP", b"EXIF", b"XMP "}
+)
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/_-]{64,}")
+
+
+def extra_content(data: bytes) -> str | None:
+    """What an encoded JPEG, PNG, WebP or GIF holds besides its own image and metadata without
+    images, or None: an embedded image anywhere in its metadata (raw, in base64, in compressed
+    PNG text), a PNG or WebP chunk the engine never writes, bytes after the image's end, or a
+    structure that cannot be followed to its end.
+
+    The Sfumato marker vouches for a file's pixels only. A marked file holding any of these may
+    carry the unprotected original next to the protected pixels (a thumbnail or a copy added
+    after protection), so it does not count as protected as it is. The previews the engine
+    itself regenerated count too: nothing in the file tells them from the original's.
+    """
+    from perturb import image_kinds
+
+    fmt = image_kinds.sniff_format(data)
+    if fmt is None:
+        return "not an image the engine writes"
+    end = image_kinds.image_end(data)
+    if end is None:
+        return f"a {fmt} structure that breaks off before its end"
+    if end < len(data):
+        return f"{len(data) - end} bytes after the end of the {fmt} image"
+    if fmt == "PNG":
+        unknown = sorted(set(image_kinds.png_chunk_types(data)) - _PNG_WRITTEN)
+        if unknown:
+            return f"a PNG {unknown[0].decode('latin-1')!r} chunk"
+        for ctype, payload in containers.png_chunks(data):
+            if ctype in containers.PNG_TEXT and _holds_image(_png_text(ctype, payload)):
+                return f"an image in a PNG {ctype.decode()} chunk"
+    if fmt == "WEBP":
+        unknown = sorted(set(image_kinds.webp_chunk_types(data)) - _WEBP_WRITTEN)
+        if unknown:
+            return f"a WebP {unknown[0].decode('latin-1')!r} chunk"
+    for start, stop in image_kinds.metadata_regions(data):
+        for _offset, name in image_kinds.image_offsets(data, start, stop):
+            return f"an embedded {name} image"
+        region = bytes(data[start:stop])
+        if _BASE64_IMAGE.search(region):
+            return "a base64 image in its metadata"
+        for run in _BASE64_RUN.finditer(region):
+            text = run.group(0)
+            altchars = b"-_" if b"-" in text or b"_" in text else None
+            for skip in range(4):  # the run may start with a few characters glued to it
+                with contextlib.suppress(binascii.Error, ValueError):
+                    head = base64.b64decode(text[skip : skip + 60], altchars=altchars)
+                    if image_kinds.sniff_image(head, strict=True):
+                        return "a base64 image in its metadata"
+    return None
+
+
 def _holds_image(data: bytes) -> bool:
     return _JPEG_SOI in data or containers.PNG_SIGNATURE in data or bool(_BASE64_IMAGE.search(data))
 

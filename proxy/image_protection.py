@@ -2,10 +2,12 @@
 
 Runs inside a worker thread. `body_images` decides what is an image; `refuse_unsupported`
 refuses an image format the engine cannot protect (AVIF, JPEG 2000, TIFF, SVG, ...) with
-`unsupported-image`. Files that already carry the Sfumato marker pass unchanged, so a retried
-upload is not protected twice. Engine errors become `Refusal`s. `ImageFinder` takes the same
-calls without protecting: the addon first counts the images of a body, then takes a worker
-only if there are any.
+`unsupported-image`. Files whose Sfumato marker matches their pixels pass unchanged, so a
+retried upload is not protected twice -- unless they also hold an embedded image or bytes after
+their end (`perturb.previews.extra_content`), which the marker does not vouch for: those are
+protected again. Engine errors become `Refusal`s. `ImageFinder` takes the same calls without
+protecting: the addon first counts the images of a body, then takes a worker only if there are
+any.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from perturb.image_kinds import sniff_other
+from perturb.previews import extra_content
 from proxy.uploads.budget import Budget
 from proxy.uploads.refusal import (
     PROTECT_COMMAND,
@@ -78,8 +81,11 @@ class ImageProtector:
             ) from None
         try:
             # A marker counts only when its pixel digest matches the decoded pixels (a copied
-            # or stale marker does not): inspect_marker checks that.
-            if perturb.inspect_marker(data) is not None:
+            # or stale marker does not): inspect_marker checks that. It vouches for the pixels
+            # only: a file that also holds an embedded image or bytes after its end (an
+            # original's thumbnail or copy added after protection) is protected again, which
+            # regenerates or drops them.
+            if perturb.inspect_marker(data) is not None and extra_content(data) is None:
                 return ImageResult(data, protected=False, reason="already protected by Sfumato")
         except Exception:
             pass  # unreadable marker: let protect() judge the image

@@ -6,16 +6,17 @@ before the image) and embedded previews (a second image in another part, a field
 each image the browser sent arrives with decoded pixels that differ from the original and none
 of the original's bytes, plain or base64.
 
-Previews inside the image file (EXIF thumbnails, comments, XMP) are the engine's to regenerate;
-the second test holds them to the same invariant (what the engine would carry over unchanged, the
-proxy refuses). The last one holds the other half of the promise:
-requests without images reach the site byte for byte."""
+Previews inside the image file (EXIF thumbnails, comments, XMP, an image after its end) are the
+engine's to regenerate; the second test holds them to the same invariant (what the engine would
+carry over unchanged, the proxy refuses), in files protected before uploading too. The last one
+holds the other half of the promise: requests without images reach the site byte for byte."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import contextlib
+import functools
 import gzip
 import io
 import json
@@ -40,7 +41,7 @@ from tests.proxy.e2e_support import DA_UPLOAD, token
 pytestmark = [pytest.mark.e2e]
 
 EXAMPLES = 150  # examples of the main fuzz test, each one a request through the proxy
-PREVIEW_EXAMPLES = 20
+PREVIEW_EXAMPLES = 40
 
 
 def _image(fmt: str, width: int, height: int, seed: int) -> bytes:
@@ -456,20 +457,38 @@ def _with_xmp_thumbnail(jpeg: bytes, thumbnail: bytes) -> bytes:
     return jpeg[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + jpeg[2:]
 
 
+def _appended(jpeg: bytes, thumbnail: bytes) -> bytes:
+    """The JPEG with another image after its end (as some phones append the unedited photo)."""
+    return jpeg + thumbnail
+
+
+@functools.cache
+def _protected(model: str) -> bytes:
+    import perturb
+
+    return perturb.protect(IMAGES[0], model=model).data
+
+
 @settings(
     max_examples=PREVIEW_EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    where=st.sampled_from([_with_exif_thumbnail, _with_comment_thumbnail, _with_xmp_thumbnail]),
+    where=st.sampled_from(
+        [_with_exif_thumbnail, _with_comment_thumbnail, _with_xmp_thumbnail, _appended]
+    ),
     shape=st.sampled_from(["multipart", "raw"]),
+    protected_first=st.booleans(),
 )
 def test_previews_inside_the_image_file_never_reach_the_site(
-    proxy, upstream, loop, session, where, shape
+    proxy, upstream, loop, session, tiny_model, where, shape, protected_first
 ) -> None:
+    """Also into a file protected before uploading: its marker still matches its pixels, but
+    it vouches for nothing else in the file."""
     thumbnail = PREVIEWS[0]
-    jpeg = where(IMAGES[0], thumbnail)
+    base = _protected(str(tiny_model)) if protected_first else IMAGES[0]
+    jpeg = where(base, thumbnail)
     if shape == "raw":
         upload = Upload(
             "https://i.instagram.com/rupload_igphoto/fb_2?t=",

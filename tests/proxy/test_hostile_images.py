@@ -19,7 +19,7 @@ import pytest_asyncio
 from PIL import Image
 
 import perturb
-from perturb.containers import jpeg_insert_segments
+from perturb.containers import jpeg_insert_segments, png_chunk, png_insert_before_idat
 from tests.engine import samples
 from tests.engine.test_previews import exif_with_thumbnail, fingerprints, jpeg_of, photoshop_app13
 from tests.proxy.e2e_support import UploadServer, free_port, make_test_pki
@@ -143,6 +143,49 @@ async def test_case2_no_original_thumbnail_reaches_the_site(mitmdump, upstream) 
     for thumb in (exif_thumb, ps_new, ps_old):
         for window in fingerprints(thumb):
             assert window not in sent, "bytes of an original thumbnail reached the site"
+
+
+def scan_windows(image: bytes, size: int = 256) -> list[bytes]:
+    """Runs of a whole image's compressed pixel data: one in what the site got means a copy of
+    it went through (long runs: a protected image may share short ones with its original)."""
+    start = image.rindex(b"\xff\xda") + 14 if image[:2] == b"\xff\xd8" else image.index(b"IDAT") + 4
+    pixels = image[start:]
+    return [pixels[int(len(pixels) * f) :][:size] for f in (0.2, 0.4, 0.6, 0.8)]
+
+
+async def test_case1_and_2_a_protected_file_carrying_the_original_is_protected_again(
+    mitmdump, upstream, tiny_model
+) -> None:
+    """The marker vouches for the pixels only: a really protected file with the original's
+    thumbnail or a copy of the original added afterwards does not pass as it is."""
+    art = Image.fromarray(samples.artwork(320, 240, 24))
+    original = samples.encode(art, "JPEG", quality=90)
+    original_png = samples.encode(art, "PNG")
+    thumb = samples.encode(art.resize((80, 60)), "JPEG", quality=90)
+    protected = perturb.protect(original, model=str(tiny_model)).data
+    protected_png = perturb.protect(original_png, model=str(tiny_model)).data
+    exif = exif_with_thumbnail(thumb)
+    forged = {
+        "original after EOI": (protected + original, "image/jpeg", [original]),
+        "EXIF thumbnail": (
+            jpeg_insert_segments(protected, [b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big")
+                                             + exif]),
+            "image/jpeg", [thumb]),
+        "Photoshop thumbnail": (jpeg_insert_segments(protected, [photoshop_app13(thumb, thumb)]),
+                                "image/jpeg", [thumb]),
+        "PNG private chunk": (png_insert_before_idat(protected_png, png_chunk(b"prVw", thumb)),
+                              "image/png", [thumb]),
+        "PNG after IEND": (protected_png + original_png, "image/png", [original_png]),
+    }
+    for what, (data, mime, copies) in forged.items():
+        assert perturb.inspect_marker(data) is not None, what  # the marker still matches
+        sent = await upload(mitmdump, upstream, "art", mime, data)
+        assert sent is not None, what
+        assert_protected(original if mime == "image/jpeg" else original_png, sent)
+        for copy in copies:
+            windows = fingerprints(copy) if copy is thumb else scan_windows(copy)
+            for window in windows:
+                assert window not in sent, f"{what}: bytes of the original reached the site"
 
 
 def small_palette_pngs() -> list[tuple[str, bytes]]:
