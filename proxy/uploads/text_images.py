@@ -2,11 +2,12 @@
 plain text), and form-urlencoded fields.
 
 Only the runs that change are rewritten; every other byte of the body is kept. A base64 run is
-found whatever surrounds it: JSON's `\\/` escape for `/` and line breaks (literal, or JSON's
-`\\n` escape) may occur inside it and are kept in the same style on output, as are the URL-safe
-alphabet and missing padding. A run is decoded when it starts like an image (by strict magic
-bytes), when a `data:` URL declares its type, or when it is long enough to hold an image
-somewhere inside (the caller then searches the decoded bytes).
+found whatever surrounds it: JSON's escapes (`\\/`, `\\u002F`, any `\\u00XX` of a base64
+character) and line breaks (literal, or JSON's `\\n` escape) may occur inside it and are kept in
+the same style on output, as are the URL-safe alphabet and missing padding. A run is decoded
+when it starts like an image (by strict magic bytes), when a `data:` URL declares its type, or
+when it is long enough to hold an image somewhere inside (the caller then searches the decoded
+bytes).
 `transform(decoded, declared_type) -> bytes` does the rest and returns its input object when
 nothing changed; this module knows no engine.
 """
@@ -34,13 +35,19 @@ class Base64Error(ValueError):
     """A run that claims to be an image (data:image URL, image magic) but does not decode."""
 
 
-_CHARS = rb"(?:[A-Za-z0-9+/_-]|\\/)"
+# A base64 character, also as JSON writes it escaped: `\/`, or `\u00XX` (some encoders escape
+# `/`, `+` and `=`, or everything).
+_CHARS = (
+    rb"(?:[A-Za-z0-9+/_-]|\\/"
+    rb"|\\u00(?:2[bBdDfF]|3[0-9]|4[1-9A-Fa-f]|5[0-9aAfF]|6[1-9A-Fa-f]|7[0-9aA]))"
+)
+_ESCAPE = re.compile(rb"\\u00([2-7][0-9A-Fa-f])")
 # At least 16 characters (the shortest image is longer), then more lines of the same run.
 _RUN = re.compile(
     _CHARS + rb"{16,}(?:(?:\\r\\n|\\n|\r\n|\n)" + _CHARS + rb"+)*(?:=|\\u003[dD]){0,2}"
 )
 _DATA_URL = re.compile(
-    rb"data:([A-Za-z0-9!#$&^_.+-]+(?:/|\\/)[A-Za-z0-9!#$&^_.+-]+)?"
+    rb"data:([A-Za-z0-9!#$&^_.+-]+(?:/|\\/|\\u002[fF])[A-Za-z0-9!#$&^_.+-]+)?"
     rb"((?:;[A-Za-z0-9!#$&'*+.^_`|~=%-]+)*);base64,$",
     re.I,
 )
@@ -50,7 +57,7 @@ _BREAK = re.compile(rb"\\r\\n|\\n|\r\n|\n")
 def _clean(run: bytes) -> bytes:
     """The base64 characters of a run (escapes and line breaks removed)."""
     run = _BREAK.sub(b"", run).replace(b"\\/", b"/")
-    return re.sub(rb"\\u003[dD]", b"=", run)
+    return _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), run)
 
 
 def _decode(chars: bytes) -> bytes:
@@ -105,16 +112,23 @@ def _encode_like(data: bytes, original: bytes) -> bytes:
     text = base64.urlsafe_b64encode(data) if urlsafe else base64.b64encode(data)
     if len(cleaned) % 4:  # written without padding
         text = text.rstrip(b"=")
-    elif b"\\u003" in original:
-        text = text.replace(b"=", original[original.index(b"\\u003") :][:6])
+    # The characters the original escaped, escaped alike (`\/`, `\u002F`, ...).
+    escapes = {bytes([int(m.group(1), 16)]): m.group(0) for m in _ESCAPE.finditer(original)}
     if b"\\/" in original:
-        text = text.replace(b"/", b"\\/")
+        escapes.setdefault(b"/", b"\\/")
     found = _BREAK.search(original)
     if found is not None:
         width = len(_clean(original[: found.start()])) or 76
         lines = [text[i : i + width] for i in range(0, len(text), width)]
-        text = found.group(0).join(lines)
-    return text
+    else:
+        lines = [text]
+    if escapes and set(escapes) <= {b"/", b"+", b"="}:  # the usual ones: no escape holds another
+        for char, escape in escapes.items():
+            lines = [line.replace(char, escape) for line in lines]
+    elif escapes:
+        chars = re.compile(b"[" + re.escape(b"".join(escapes)) + b"]")
+        lines = [chars.sub(lambda m: escapes[m.group(0)], line) for line in lines]
+    return (found.group(0) if found is not None else b"").join(lines)
 
 
 def rewrite_text(body: bytes, transform: Transform) -> tuple[bytes, list[Range]]:
@@ -132,7 +146,7 @@ def rewrite_text(body: bytes, transform: Transform) -> tuple[bytes, list[Range]]
         if body[max(0, start - 7) : start].lower() == b"base64,":
             prefix = _DATA_URL.search(body, max(0, start - 300), start)
             if prefix is not None:
-                mime = (prefix.group(1) or b"text/plain").replace(b"\\/", b"/")
+                mime = _clean(prefix.group(1) or b"text/plain")
                 declared = mime.decode().lower()
         image_head = _head_is_image(chars)
         if not (declared or image_head):

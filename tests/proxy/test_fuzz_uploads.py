@@ -272,7 +272,9 @@ def raw_uploads(draw: st.DrawFn) -> Upload:
 def text_uploads(draw: st.DrawFn) -> Upload:
     image = draw(st.sampled_from(IMAGES))
     encoded = base64.b64encode(image).decode()
-    style = draw(st.sampled_from(["json-bare", "json-data-url", "json-escaped", "form"]))
+    style = draw(
+        st.sampled_from(["json-bare", "json-data-url", "json-escaped", "json-unicode", "form"])
+    )
     if style == "form":
         value = quote("data:image/png;base64," + encoded, safe="")
         body = f"title=art&image={value}&x=1".encode()
@@ -288,6 +290,8 @@ def text_uploads(draw: st.DrawFn) -> Upload:
     text = json.dumps({"title": "art", "image": value})
     if style == "json-escaped":
         text = text.replace("/", "\\/")
+    elif style == "json-unicode":  # as .NET and other encoders write them
+        text = text.replace("/", "\\u002F").replace("+", "\\u002B").replace("=", "\\u003D")
     return Upload(
         "https://www.deviantart.com/_napi/shared/v2/upload?t=",
         text.encode(),
@@ -331,6 +335,7 @@ def _views(body: bytes) -> list[bytes]:
     plain = unquote_to_bytes(body)
     views = [body, plain, quopri.decodestring(body)]
     text = re.sub(rb"\\/", b"/", re.sub(rb"(?:\\r)?(?:\\n)|\r?\n", b"", plain))
+    text = re.sub(rb"\\u00([2-7][0-9A-Fa-f])", lambda m: bytes([int(m.group(1), 16)]), text)
     for run in re.findall(rb"[A-Za-z0-9+/_-]{24,}", text):
         for skip in range(4):
             chars = run[skip:]

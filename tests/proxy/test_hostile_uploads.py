@@ -281,6 +281,24 @@ async def test_bare_base64_in_json_and_gzip_encoded_bodies_are_protected(
     assert pixels_differ(jpeg, split_multipart(got.body)[0][1])
 
 
+async def test_base64_in_json_with_unicode_escapes_is_protected(proxy, upstream, client, jpeg):
+    """`/`, `+` and `=` written as \\u002F, \\u002B, \\u003D (.NET's and other JSON encoders'
+    default): the same JSON string, so the same image."""
+    value = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+    escaped = value.replace("/", "\\u002F").replace("+", "\\u002B").replace("=", "\\u003D")
+    body = ('{"title":"art","image":"' + escaped + '"}').encode()
+    assert json.loads(body)["image"] == value
+    t = token()
+    status, _, _ = await send(
+        proxy, client, "POST", f"{DA}/_napi/new/thing?t={t}", body, content_type="application/json"
+    )
+    assert status == 200
+    (got,) = upstream.matching(t)
+    sent = base64.b64decode(json.loads(got.body)["image"].split(",", 1)[1])
+    assert_protected(jpeg, sent)
+    assert pixels_differ(jpeg, sent)
+
+
 # ------------------------------------------------------------------- case 6: size and load
 
 

@@ -67,6 +67,41 @@ def test_json_escaped_slashes_are_decoded_and_kept_escaped() -> None:
     )
 
 
+def _json_escaped(text: str, chars: str, spelling: str) -> str:
+    """`text` as a JSON string body with each of `chars` written as a \\u escape."""
+    return "".join(spelling % ord(c) if c in chars else c for c in text)
+
+
+@pytest.mark.parametrize(
+    ("chars", "spelling"),
+    [("/", "\\u%04x"), ("/+=", "\\u%04X"), ("".join(map(chr, range(32, 127))), "\\u%04x")],
+    ids=["slashes", "slash-plus-equals", "everything"],
+)
+def test_json_unicode_escapes_are_decoded_and_kept_in_their_style(chars, spelling) -> None:
+    """.NET, Java and other encoders write `/`, `+` or every character as \\u00XX: the same
+    JSON string, so the same image."""
+    image = b"\xff\xd8\xff\xe0\x00\x02\xff\xdb\x00" + b"\xfb\xef\xbe\xff\xff\xff" * 30 + b"\xd9"
+    payload = base64.b64encode(image).decode()
+    assert "/" in payload and "+" in payload
+    for value in (payload, "data:image/jpeg;base64," + payload):
+        body = ('{"img":"' + _json_escaped(value, chars, spelling) + '"}').encode()
+        assert json.loads(body)["img"] == value
+        seen: list[tuple[bytes, str | None]] = []
+
+        def keep(data: bytes, mime: str | None, seen=seen) -> bytes:
+            seen.append((data, mime))
+            return data
+
+        new, handled = text_images.rewrite_text(body, keep)
+        assert new == body and len(handled) == 1
+        assert seen[0][0] == image
+        flipped, _ = text_images.rewrite_text(body, _flip)
+        written = json.loads(flipped)["img"]
+        assert written.startswith(value[: value.index(",") + 1] if "," in value else "")
+        assert base64.b64decode(written.split(",")[-1]) == _flip(image, seen[0][1])
+        assert "\\u" in flipped.decode()  # written in the same style
+
+
 def test_wrapped_base64_keeps_its_line_width_and_the_text_after_it() -> None:
     encoded = base64.b64encode(PNG)
     lines = b"\r\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
