@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.certificate_authority import CertificateError, ca_certificate_pem, ca_fingerprint
-from proxy.cli import command
+from proxy.cli import command, runnable
 from proxy.pairing import MAX_CLIENT_NAME, PairingThrottle, find_client, redeem_code
 from proxy.settings_store import (
     BuiltinSites,
@@ -97,6 +97,9 @@ class ApiError(Exception):
     """An error response: status, a short code, a message and what to do about it."""
 
     def __init__(self, status: int, code: str, message: str, hint: str = "", **headers: str):
+        # a command quoted by the settings store, the CA or the engine (`sfumato sites list`)
+        # is named as this installation runs it, like every other printed instruction
+        message, hint = runnable(message), runnable(hint)
         super().__init__(message)
         self.status, self.code, self.message, self.hint = status, code, message, hint
         self.headers = headers

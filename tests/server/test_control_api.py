@@ -13,6 +13,7 @@ from PIL import Image
 from perturb import inspect_marker
 from proxy import site_profiles
 from proxy.certificate_authority import ca_cert_path, ca_fingerprint
+from proxy.cli import command_name
 from proxy.control_api import ControlContext
 from proxy.live_settings import ActivityRecorder
 from proxy.outcome import Outcome
@@ -78,6 +79,20 @@ async def test_revoked_token_stops_working(client: TestClient, store: SettingsSt
 async def test_unknown_client_revocation_is_404(client: TestClient, auth):
     assert (await client.delete("/v1/clients/999", headers=auth)).status == 404
     assert (await client.delete("/v1/clients/abc", headers=auth)).status == 404
+
+
+async def test_errors_name_commands_as_this_installation_runs_them(client: TestClient, ctx, auth):
+    """The store's and the CA's messages quote `sfumato ...`; the API names the command the way
+    this machine's shell runs it (after `make run`: the script's path), as the CLI does."""
+    sfumato = command_name()
+    unknown_site = await client.put("/v1/sites/nosuchsite", json={"enabled": True}, headers=auth)
+    assert f"`{sfumato} sites list` shows the ids" in (await unknown_site.json())["message"]
+    for path in ctx.data_dir.glob("mitmproxy-ca*"):
+        path.unlink()
+    no_ca = await (await client.get("/v1/ca.pem")).json()
+    assert f"`{sfumato} serve`" in no_ca["message"]
+    if sfumato != "sfumato":  # not on PATH here: the bare name would not run
+        assert "`sfumato " not in str(await unknown_site.json()) + str(no_ca)
 
 
 # -- pairing -----------------------------------------------------------------------------------
