@@ -151,6 +151,8 @@ def extra_content(data: bytes) -> str | None:
         for _offset, name in image_kinds.image_offsets(data, start, stop):
             return f"an embedded {name} image"
         region = bytes(data[start:stop])
+        if _exif_has_thumbnail(region):
+            return "an EXIF thumbnail (IFD1)"
         if _BASE64_IMAGE.search(region):
             return "a base64 image in its metadata"
         for run in _BASE64_RUN.finditer(region):
@@ -188,6 +190,22 @@ def _png_text(ctype: bytes, payload: bytes) -> bytes:
     return rest
 
 
+def _exif_has_thumbnail(region: bytes) -> bool:
+    """Whether a metadata region is EXIF (with or without its "Exif" prefix) linking an IFD1,
+    the thumbnail's directory (JPEG or uncompressed strips alike)."""
+    tiff = region[6:] if region.startswith(b"Exif\x00\x00") else region
+    if len(tiff) < 8 or tiff[:4] not in (b"II*\x00", b"MM\x00*"):
+        return False
+    order = "<" if tiff[:2] == b"II" else ">"
+    try:
+        (ifd0,) = struct.unpack_from(order + "I", tiff, 4)
+        (count,) = struct.unpack_from(order + "H", tiff, ifd0)
+        (ifd1,) = struct.unpack_from(order + "I", tiff, ifd0 + 2 + 12 * count)
+    except struct.error:
+        return False
+    return ifd1 != 0
+
+
 # --- EXIF -----------------------------------------------------------------------------------------
 
 
@@ -220,15 +238,22 @@ def _refresh_ifd1(
         return 0, 0
     (count1,) = struct.unpack_from(order + "H", tiff, ifd1)
     fields: dict[int, int] = {}
+    entries: dict[int, int] = {}
     for i in range(count1):
         entry = ifd1 + 2 + 12 * i
         tag, _type, n = struct.unpack_from(order + "HHI", tiff, entry)
+        entries[tag] = entry
         if tag in (0x0201, 0x0202) and n == 1:
             fields[tag] = entry + 8
+    # An uncompressed thumbnail (strips or tiles of raw pixels) is erased, not only unlinked:
+    # its bytes are the original's pixels.
+    erased = _erase_strips(tiff, order, entries)
     if 0x0201 not in fields or 0x0202 not in fields:
-        # Not a JPEG thumbnail (uncompressed strips): unlinked; its data is left unreferenced.
         struct.pack_into(order + "I", tiff, next_at, 0)
-        notes.append("dropped the EXIF thumbnail (uncompressed; not regenerated)")
+        notes.append(
+            "dropped the EXIF thumbnail (uncompressed; not regenerated)"
+            + (", its pixels erased" if erased else "")
+        )
         return 0, 0
     (offset,) = struct.unpack_from(order + "I", tiff, fields[0x0201])
     (length,) = struct.unpack_from(order + "I", tiff, fields[0x0202])
@@ -251,6 +276,34 @@ def _refresh_ifd1(
     struct.pack_into(order + "I", tiff, fields[0x0202], len(new))
     notes.append("regenerated the EXIF thumbnail from the protected pixels")
     return start, start + len(new)
+
+
+def _ifd_values(tiff: bytearray, order: str, entry: int) -> list[int]:
+    """The SHORT or LONG values of one IFD entry (inline or pointed to); [] if unreadable."""
+    _tag, kind, n = struct.unpack_from(order + "HHI", tiff, entry)
+    size = {3: 2, 4: 4}.get(kind)
+    if size is None or not 0 < n <= 1 << 16:
+        return []
+    at = entry + 8 if size * n <= 4 else struct.unpack_from(order + "I", tiff, entry + 8)[0]
+    if at + size * n > len(tiff):
+        return []
+    return list(struct.unpack_from(order + ("H" if size == 2 else "I") * n, tiff, at))
+
+
+def _erase_strips(tiff: bytearray, order: str, entries: dict[int, int]) -> int:
+    """Zero the image data an IFD's strips or tiles point to; how many bytes were zeroed."""
+    erased = 0
+    for offsets_tag, counts_tag in ((0x0111, 0x0117), (0x0144, 0x0145)):
+        if offsets_tag not in entries or counts_tag not in entries:
+            continue
+        offsets = _ifd_values(tiff, order, entries[offsets_tag])
+        counts = _ifd_values(tiff, order, entries[counts_tag])
+        for offset, count in zip(offsets, counts, strict=False):
+            end = min(len(tiff), offset + count)
+            if 8 <= offset < end:
+                tiff[offset:end] = bytes(end - offset)
+                erased += end - offset
+    return erased
 
 
 def _blank_embedded_jpegs(data: bytearray, skip: tuple[int, int]) -> int:

@@ -18,11 +18,17 @@ from perturb.containers import jpeg_insert_segments, png_chunk, png_insert_befor
 from perturb.image_kinds import image_end, metadata_regions
 from perturb.previews import extra_content
 from tests.engine import samples
-from tests.engine.test_previews import exif_with_thumbnail, photoshop_app13, xmp_with_thumbnail
+from tests.engine.test_previews import (
+    exif_with_raw_thumbnail,
+    exif_with_thumbnail,
+    photoshop_app13,
+    xmp_with_thumbnail,
+)
 
 ART = Image.fromarray(samples.artwork(160, 120, 31))
 OTHER = Image.fromarray(samples.artwork(160, 120, 32))
 SMALL = samples.encode(ART.resize((40, 30)), "JPEG", quality=90)  # an original's thumbnail
+RAW = ART.resize((40, 30)).tobytes()  # the same, uncompressed
 
 
 def _encoded(name: str) -> bytes:
@@ -80,6 +86,8 @@ ADDED = {
         "junk after EOI": lambda d: d + b"\0" * 16,
         "an EXIF thumbnail": lambda d: jpeg_insert_segments(
             d, [_segment(0xE1, exif_with_thumbnail(SMALL))]),
+        "an uncompressed EXIF thumbnail": lambda d: jpeg_insert_segments(
+            d, [_segment(0xE1, exif_with_raw_thumbnail(RAW, (40, 30)))]),
         "a Photoshop thumbnail": lambda d: jpeg_insert_segments(d, [photoshop_app13(SMALL, SMALL)]),
         "an XMP thumbnail": lambda d: jpeg_insert_segments(d, [_segment(
             0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + xmp_with_thumbnail(SMALL))]),
@@ -90,6 +98,8 @@ ADDED = {
     "PNG": {
         "a copy after IEND": lambda d: d + SMALL,
         "a private chunk": lambda d: png_insert_before_idat(d, png_chunk(b"prVw", SMALL)),
+        "an uncompressed EXIF thumbnail": lambda d: png_insert_before_idat(
+            d, png_chunk(b"eXIf", exif_with_raw_thumbnail(RAW, (40, 30), ">")[6:])),
         "a compressed private chunk": lambda d: png_insert_before_idat(
             d, png_chunk(b"zPRV", zlib.compress(SMALL))),
         "base64 in tEXt": lambda d: png_insert_before_idat(

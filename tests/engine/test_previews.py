@@ -224,3 +224,59 @@ def test_damaged_exif_never_lets_a_thumbnail_through(tiny_model, junk, cut, big_
     out = protect(data, model=tiny_model).data
     for window in fingerprints(thumb):
         assert window not in out
+
+
+def exif_with_raw_thumbnail(raw: bytes, size: tuple[int, int], order: str = "<",
+                            strips: int = 1) -> bytes:
+    """EXIF whose IFD1 holds an uncompressed RGB thumbnail (TIFF strips, as older cameras and
+    TIFF-EP writers store it) in `strips` strips (their offsets then in an array)."""
+    mark = b"II*\x00" if order == "<" else b"MM\x00*"
+    ifd0 = struct.pack(order + "H", 1) + struct.pack(order + "HHIHH", 0x0112, 3, 1, 1, 0)
+    ifd1_at = 8 + len(ifd0) + 4
+    count = 8
+    arrays_at = ifd1_at + 2 + 12 * count + 4
+    bits_at = arrays_at
+    offsets_at = bits_at + 6
+    counts_at = offsets_at + 4 * strips
+    data_at = counts_at + 4 * strips
+    step = -(-len(raw) // strips)
+    pieces = [raw[i : i + step] for i in range(0, len(raw), step)]
+    offsets = [data_at + i * step for i in range(len(pieces))]
+
+    def longs(values: list[int], at: int) -> tuple[int, int]:
+        return (len(values), values[0]) if len(values) == 1 else (len(values), at)
+
+    entries = [(0x0100, 4, 1, size[0]), (0x0101, 4, 1, size[1]), (0x0102, 3, 3, bits_at),
+               (0x0103, 3, 1, 1), (0x0106, 3, 1, 2),
+               (0x0111, 4, *longs(offsets, offsets_at)), (0x0115, 3, 1, 3),
+               (0x0117, 4, *longs([len(p) for p in pieces], counts_at))]
+    ifd1 = struct.pack(order + "H", count)
+    for tag, kind, n, value in entries:
+        if kind == 3 and n == 1:
+            ifd1 += struct.pack(order + "HHIHH", tag, kind, n, value, 0)
+        else:
+            ifd1 += struct.pack(order + "HHII", tag, kind, n, value)
+    ifd1 += struct.pack(order + "I", 0)
+    arrays = struct.pack(order + "HHH", 8, 8, 8)
+    arrays += struct.pack(order + "I" * strips, *offsets) if strips > 1 else b"\0" * 4
+    arrays += struct.pack(order + "I" * strips, *[len(p) for p in pieces]) if strips > 1 \
+        else b"\0" * 4
+    tiff = mark + struct.pack(order + "I", 8) + ifd0 + struct.pack(order + "I", ifd1_at) + ifd1
+    assert len(tiff) == arrays_at
+    return b"Exif\x00\x00" + tiff + arrays + raw
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize(("order", "strips"), [("<", 1), (">", 1), ("<", 3)])
+def test_an_uncompressed_exif_thumbnail_is_erased(tiny_model, fmt, order, strips) -> None:
+    """Not only unlinked: its bytes are the original's pixels."""
+    art = Image.fromarray(samples.artwork(160, 120, 12))
+    raw = np.asarray(art.resize((40, 30)), np.uint8).tobytes()
+    exif = exif_with_raw_thumbnail(raw, (40, 30), order, strips)
+    data = samples.encode(art, fmt, exif=exif[6:] if fmt == "PNG" else exif)
+    assert raw[1000:1048] in data
+    out = protect(data, model=tiny_model)
+    for at in range(0, len(raw) - 48, 48):
+        assert raw[at : at + 48] not in out.data, "bytes of the original thumbnail survived"
+    assert "dropped the EXIF thumbnail (uncompressed; not regenerated), its pixels erased" in (
+        out.report.notes)

@@ -21,7 +21,13 @@ from PIL import Image
 import perturb
 from perturb.containers import jpeg_insert_segments, png_chunk, png_insert_before_idat
 from tests.engine import samples
-from tests.engine.test_previews import exif_with_thumbnail, fingerprints, jpeg_of, photoshop_app13
+from tests.engine.test_previews import (
+    exif_with_raw_thumbnail,
+    exif_with_thumbnail,
+    fingerprints,
+    jpeg_of,
+    photoshop_app13,
+)
 from tests.proxy.e2e_support import UploadServer, free_port, make_test_pki
 from tests.proxy.helpers import MULTIPART_CT, file_field, multipart_body, split_multipart
 
@@ -165,27 +171,59 @@ async def test_case1_and_2_a_protected_file_carrying_the_original_is_protected_a
     protected = perturb.protect(original, model=str(tiny_model)).data
     protected_png = perturb.protect(original_png, model=str(tiny_model)).data
     exif = exif_with_thumbnail(thumb)
-    forged = {
-        "original after EOI": (protected + original, "image/jpeg", [original]),
+    raw = art.resize((80, 60)).tobytes()
+    raw_exif = exif_with_raw_thumbnail(raw, (80, 60))
+
+    def app1(payload: bytes) -> bytes:
+        return b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+
+    forged = {  # what, (file, its type, runs of the original that must not reach the site)
+        "original after EOI": (protected + original, "image/jpeg", scan_windows(original)),
         "EXIF thumbnail": (
-            jpeg_insert_segments(protected, [b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big")
-                                             + exif]),
-            "image/jpeg", [thumb]),
-        "Photoshop thumbnail": (jpeg_insert_segments(protected, [photoshop_app13(thumb, thumb)]),
-                                "image/jpeg", [thumb]),
-        "PNG private chunk": (png_insert_before_idat(protected_png, png_chunk(b"prVw", thumb)),
-                              "image/png", [thumb]),
-        "PNG after IEND": (protected_png + original_png, "image/png", [original_png]),
+            jpeg_insert_segments(protected, [app1(exif)]), "image/jpeg", fingerprints(thumb)
+        ),
+        "uncompressed EXIF thumbnail": (
+            jpeg_insert_segments(protected, [app1(raw_exif)]), "image/jpeg", raw_windows(raw)
+        ),
+        "Photoshop thumbnail": (
+            jpeg_insert_segments(protected, [photoshop_app13(thumb, thumb)]),
+            "image/jpeg",
+            fingerprints(thumb),
+        ),
+        "PNG private chunk": (
+            png_insert_before_idat(protected_png, png_chunk(b"prVw", thumb)),
+            "image/png",
+            fingerprints(thumb),
+        ),
+        "PNG after IEND": (protected_png + original_png, "image/png", scan_windows(original_png)),
     }
-    for what, (data, mime, copies) in forged.items():
+    for what, (data, mime, windows) in forged.items():
         assert perturb.inspect_marker(data) is not None, what  # the marker still matches
         sent = await upload(mitmdump, upstream, "art", mime, data)
         assert sent is not None, what
         assert_protected(original if mime == "image/jpeg" else original_png, sent)
-        for copy in copies:
-            windows = fingerprints(copy) if copy is thumb else scan_windows(copy)
-            for window in windows:
-                assert window not in sent, f"{what}: bytes of the original reached the site"
+        for window in windows:
+            assert window not in sent, f"{what}: bytes of the original reached the site"
+
+
+def raw_windows(raw: bytes, size: int = 48) -> list[bytes]:
+    return [raw[at : at + size] for at in range(0, len(raw) - size, size)]
+
+
+async def test_case2_an_uncompressed_exif_thumbnail_does_not_reach_the_site(
+    mitmdump, upstream
+) -> None:
+    """Raw RGB strips in IFD1 (older cameras, TIFF-EP writers): erased, not only unlinked."""
+    art = Image.fromarray(samples.artwork(320, 240, 25))
+    raw = art.resize((80, 60)).tobytes()
+    exif = exif_with_raw_thumbnail(raw, (80, 60), ">", strips=4)
+    original = samples.encode(art, "JPEG", quality=90, exif=exif)
+    assert raw[:48] in original
+    sent = await upload(mitmdump, upstream, "art.jpg", "image/jpeg", original)
+    assert sent is not None
+    assert_protected(original, sent)
+    for window in raw_windows(raw):
+        assert window not in sent, "bytes of the original thumbnail reached the site"
 
 
 def small_palette_pngs() -> list[tuple[str, bytes]]:
