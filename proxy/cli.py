@@ -61,12 +61,22 @@ def command(*words: str, data_dir: Path | None = None) -> str:
     With `data_dir` other than the default, `--data-dir` follows the subcommand, so the command
     acts on the same state as the one that printed it.
     """
+    parts = [command_name(), *words[:1]]
+    if not is_default_data_dir(data_dir):
+        parts += ["--data-dir", shlex.quote(str(Path(data_dir).expanduser().absolute()))]
+    return " ".join([*parts, *words[1:]])
+
+
+def is_default_data_dir(data_dir: Path | None) -> bool:
+    """Whether `data_dir` is the one a command uses without --data-dir (so `make run` uses it)."""
     from proxy.data_dir import default_data_dir
 
-    parts = [command_name(), *words[:1]]
-    if data_dir is not None and Path(data_dir).absolute() != default_data_dir().absolute():
-        parts += ["--data-dir", shlex.quote(str(data_dir))]
-    return " ".join([*parts, *words[1:]])
+    return data_dir is None or Path(data_dir).expanduser().absolute() == default_data_dir()
+
+
+def make_run_or(data_dir: Path | None) -> str:
+    """The aside that `make run` also starts Sfumato, only where it would use `data_dir`."""
+    return " (or `make run` in the Sfumato folder)" if is_default_data_dir(data_dir) else ""
 
 
 _QUOTED_COMMAND = re.compile(rf"`sfumato (?=(?:{'|'.join(SUBCOMMANDS)})\b)")

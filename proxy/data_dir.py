@@ -22,13 +22,16 @@ DATABASE_NAME = "sfumato.sqlite3"
 def default_data_dir() -> Path:
     """`$SFUMATO_DATA_DIR`, else the platform's user data dir (~/.local/share/sfumato)."""
     if env := os.environ.get(DATA_DIR_ENV):
-        return Path(env).expanduser()
-    return Path(platformdirs.user_data_dir("sfumato", appauthor=False))
+        return Path(env).expanduser().absolute()
+    return Path(platformdirs.user_data_dir("sfumato", appauthor=False)).absolute()
 
 
 def resolve_data_dir(value: str | os.PathLike[str] | None) -> Path:
-    """The data directory a command should use: the `--data-dir` value or the default."""
-    return Path(value).expanduser() if value else default_data_dir()
+    """The data directory a command should use: the `--data-dir` value or the default.
+
+    Absolute, so the paths and commands printed with it work from any folder.
+    """
+    return Path(value).expanduser().absolute() if value else default_data_dir()
 
 
 def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.certificate_authority import CertificateError, ca_cert_path, ca_certificate_pem
-from proxy.cli import command, runnable
+from proxy.cli import command, make_run_or, runnable
 from proxy.data_dir import database_path
 from proxy.listen_address import connect_host, port_free
 
@@ -269,8 +269,7 @@ def check_proxy(
             "proxy",
             False,
             "Sfumato is not running",
-            f"start it: `{command('serve', data_dir=data_dir)}` (or `make run` in the Sfumato "
-            "folder)",
+            f"start it: `{command('serve', data_dir=data_dir)}`{make_run_or(data_dir)}",
         )
     host = connect_host(where.proxy_host)
     url = f"http://{connect_host(where.api_host)}:{where.api_port}/v1/ca.pem"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from proxy.cli import command
+from proxy.cli import command, make_run_or
 
 
 def next_steps(
@@ -65,7 +65,7 @@ Turn protection on per site in the extension's popup, or from here:
         heading = "Sfumato is not set up yet. To set it up:"
         steps.insert(
             0,
-            "Start it (or `make run` in the Sfumato folder). The first start creates the data\n"
+            f"Start it{make_run_or(data_dir)}. The first start creates the data\n"
             f"   directory, the certificate authority and the database:\n     {run('serve')}",
         )
     numbered = "\n\n".join(f"{n}. {text}" for n, text in enumerate(steps, 1))

@@ -51,6 +51,32 @@ def test_data_dir_follows_the_subcommand_unless_it_is_the_default(tmp_path: Path
     assert command("pair", data_dir=default_data_dir()) == f"{command_name()} pair"
 
 
+def test_a_relative_data_dir_is_printed_absolute(tmp_path: Path, monkeypatch, capsys):
+    """`--data-dir state` in the commands Sfumato prints would only work from this folder."""
+    monkeypatch.chdir(tmp_path)
+    ports = ("--proxy-port", str(free_port()), "--api-port", str(free_port()))
+    text = output(capsys, "doctor", "--data-dir", "state", *ports)
+    commands = printed_commands(text)
+    assert commands and all("--data-dir" in c.options for c in commands)
+    assert f"--data-dir {tmp_path / 'state'} " in text and "--data-dir state" not in text
+    assert f"{tmp_path / 'state'}/mitmproxy-ca-cert.pem" in text  # the CA path the guide gives
+    monkeypatch.chdir(ROOT)
+    assert problems(text) == []
+
+
+@pytest.mark.parametrize("custom_dir", [True, False])
+def test_make_run_is_offered_only_where_it_starts_this_data_dir(
+    tmp_path: Path, monkeypatch, capsys, custom_dir: bool
+):
+    """`make run` starts the default data dir: with --data-dir DIR it would start another."""
+    monkeypatch.setenv("SFUMATO_DATA_DIR", str(tmp_path / "default"))
+    chosen = ("--data-dir", str(tmp_path / "other")) if custom_dir else ()
+    ports = ("--proxy-port", str(free_port()), "--api-port", str(free_port()))
+    text = output(capsys, "doctor", *chosen, *ports)
+    assert "Sfumato is not set up yet" in text and "FAIL proxy: Sfumato is not running" in text
+    assert ("make run" in text) is not custom_dir
+
+
 @pytest.mark.parametrize("started", [True, False])
 @pytest.mark.parametrize("custom_dir", [True, False])
 def test_the_setup_guide(tmp_path: Path, started: bool, custom_dir: bool):
