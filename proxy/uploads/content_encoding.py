@@ -4,7 +4,7 @@ found, and a small body cannot inflate to gigabytes) and applied again after pro
 Browsers do not compress request bodies, but scripts may: `gzip`, `x-gzip`, `deflate` (zlib or
 raw), `br` and `zstd` are read, also stacked (`gzip, br`). `aws-chunked` is S3's framing, read
 by `signed_upload`. Any other coding cannot be read, so a body in it cannot be inspected: the
-caller refuses it.
+caller refuses it. The same codings in Transfer-Encoding (before `chunked`) are read alike.
 """
 
 from __future__ import annotations
@@ -33,6 +33,15 @@ def codings(header: str | None) -> list[str]:
     """The codings of a Content-Encoding header, in the order they were applied."""
     names = [c.strip().lower() for c in (header or "").split(",")]
     return [c for c in names if c and c != "identity"]
+
+
+def body_codings(headers) -> list[str]:
+    """Every coding still on a request body as mitmproxy hands it over, in the order applied:
+    Content-Encoding, then Transfer-Encoding's codings other than `chunked` (mitmproxy undoes
+    the chunking only; `Transfer-Encoding: gzip, chunked` leaves a gzip body a server may
+    decode)."""
+    transfer = [c for c in codings(headers.get("transfer-encoding")) if c != "chunked"]
+    return codings(headers.get("content-encoding")) + transfer
 
 
 def _inflate(body: bytes, wbits: int, limit: int) -> bytes:

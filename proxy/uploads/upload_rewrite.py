@@ -209,7 +209,7 @@ def _decode(
     upload: UploadRequest, rules: UploadRules, read_signed: bool
 ) -> tuple[bytes, list[str], list[tuple[str, str]] | None]:
     """(payload, codings to apply again, aws-chunked trailers or None)."""
-    codings = content_encoding.codings(upload.headers.get("content-encoding"))
+    codings = content_encoding.body_codings(upload.headers)
     body, trailers = upload.body, None
     try:
         if content_encoding.S3_FRAMING in codings:

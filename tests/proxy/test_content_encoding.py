@@ -28,6 +28,13 @@ def test_header_parsing() -> None:
     assert ce.codings(None) == [] and ce.codings("identity") == []
 
 
+def test_transfer_codings_other_than_chunked_count_after_the_content_codings() -> None:
+    headers = {"content-encoding": "br", "transfer-encoding": "gzip, Chunked"}
+    assert ce.body_codings(headers) == ["br", "gzip"]
+    assert ce.body_codings({"transfer-encoding": "chunked"}) == []
+    assert ce.body_codings({}) == []
+
+
 def test_raw_deflate_and_gzip_members_are_read() -> None:
     raw = zlib.compressobj(wbits=-15)
     body = raw.compress(b"abc" * 10) + raw.flush()

@@ -299,6 +299,46 @@ async def test_base64_in_json_with_unicode_escapes_is_protected(proxy, upstream,
     assert pixels_differ(jpeg, sent)
 
 
+async def _raw_https(proxy, host: str, request: bytes) -> bytes:
+    """Send `request` byte for byte through the proxy's CONNECT tunnel; the answer's status
+    line (HTTP/1.1 framing no client library writes, like a transfer coding before chunked)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
+    await writer.drain()
+    await reader.readuntil(b"\r\n\r\n")
+    context = ssl.create_default_context(cafile=str(proxy.ca_file))
+    await writer.start_tls(context, server_hostname=host)
+    writer.write(request)
+    await writer.drain()
+    status = await asyncio.wait_for(reader.readline(), 20)
+    writer.close()
+    return status
+
+
+async def test_a_gzip_transfer_coding_is_decoded_protected_and_encoded_again(
+    proxy, upstream, jpeg
+) -> None:
+    """`Transfer-Encoding: gzip, chunked`: mitmproxy undoes only the chunking, and a server that
+    implements the gzip transfer coding would read the original."""
+    t = token()
+    payload = gzip.compress(
+        multipart_body(file_field("upload_file", "a.jpg", "image/jpeg", jpeg))
+    )
+    head = (
+        f"POST /_puppy/dashared/deviation/submit/upload/deviation?t={t} HTTP/1.1\r\n"
+        f"Host: www.deviantart.com\r\nContent-Type: {MULTIPART_CT}\r\n"
+        "Transfer-Encoding: gzip, chunked\r\n\r\n"
+    ).encode()
+    chunked = f"{len(payload):x}\r\n".encode() + payload + b"\r\n0\r\n\r\n"
+    status = await _raw_https(proxy, "www.deviantart.com", head + chunked)
+    assert status.startswith(b"HTTP/1.1 200"), status
+    (got,) = upstream.matching(t)
+    assert got.headers["Transfer-Encoding"] == "gzip, chunked"
+    sent = split_multipart(gzip.decompress(got.body))[0][1]
+    assert_protected(jpeg, sent)
+    assert pixels_differ(jpeg, sent)
+
+
 # ------------------------------------------------------------------- case 6: size and load
 
 
