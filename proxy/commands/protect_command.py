@@ -203,6 +203,13 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print("sfumato protect: --jobs must be at least 1", file=sys.stderr)
         return 2
+    if outdir.exists() and not outdir.is_dir():
+        print(
+            f"sfumato protect: {outdir} is a file, not a folder. Give -o a folder for the "
+            "protected copies (it is created if missing), e.g. -o protected",
+            file=sys.stderr,
+        )
+        return 2
     if not args.overwrite and (folder := folder_is_output(args.paths, outdir)):
         print(
             f"sfumato protect: {folder} is also the output folder, so its files would be replaced "
@@ -223,7 +230,14 @@ def run(args: argparse.Namespace) -> int:
     for src, dst in pairs:
         key = dst.resolve()
         if key in seen:
-            results.append(_failure(src, dst, f"{seen[key]} is written to the same output"))
+            results.append(
+                _failure(
+                    src,
+                    dst,
+                    f"its copy would be {dst}, like the copy of {seen[key]}; "
+                    "protect the two into separate folders",
+                )
+            )
             continue
         seen[key] = src
         jobs.append((src, dst))

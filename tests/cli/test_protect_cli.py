@@ -373,6 +373,59 @@ def test_each_error_is_said_once_in_words(tmp_path: Path, tiny_model: str, capsy
     assert re.search(r"failed\s+2\n", stdout)
 
 
+def test_an_output_that_is_a_file_is_refused_with_the_fix(tmp_path: Path, tiny_model: str,
+                                                          capsys):
+    src = tmp_path / "a.png"
+    src.write_bytes(samples.grey_png())
+    (tmp_path / "out.png").write_bytes(b"keep")
+    code, stdout, stderr = run("protect", str(src), "-o", str(tmp_path / "out.png"),
+                               "--model", tiny_model, capsys=capsys)
+    assert code == 2 and stdout == ""
+    assert stderr == (
+        f"sfumato protect: {tmp_path / 'out.png'} is a file, not a folder. Give -o a folder for "
+        "the protected copies (it is created if missing), e.g. -o protected\n"
+    )
+    assert (tmp_path / "out.png").read_bytes() == b"keep"
+
+
+def test_two_inputs_with_one_output_name_say_so_once(tree: Path, tmp_path: Path,
+                                                     tiny_model: str, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "cover.jpg").write_bytes(samples.grey_png())
+    out = tmp_path / "o"
+    code, stdout, _ = run("protect", str(tree / "cover.jpg"), str(other / "cover.jpg"), "-o",
+                          str(out), "--model", tiny_model, capsys=capsys)
+    assert code == 1
+    assert stdout.count(str(other / "cover.jpg")) == 1
+    assert (
+        f"FAIL  {other / 'cover.jpg'}: its copy would be {out / 'cover.jpg'}, like the copy of "
+        f"{tree / 'cover.jpg'}; protect the two into separate folders\n"
+    ) in stdout
+    assert re.search(r"protected\s+1\n", stdout) and re.search(r"failed\s+1\n", stdout)
+    assert inspect_marker((out / "cover.jpg").read_bytes()) is not None
+
+
+def test_a_closed_pipe_ends_quietly(tree: Path, tmp_path: Path, tiny_model: str):
+    """`sfumato protect art/ -o out/ | head -1`: no traceback once the reader has gone."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "proxy.cli", "protect", str(tree), "-o", str(tmp_path / "o"),
+             "--model", tiny_model],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=120,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
+    finally:
+        os.close(write_end)
+    assert proc.stderr == ""
+    assert proc.returncode == 141  # as a shell reports a command ended by a closed pipe
+    # it stops, as other tools do; what it wrote is whole
+    written = [p for p in (tmp_path / "o").rglob("*") if p.is_file()]
+    assert written and all(inspect_marker(p.read_bytes()) is not None for p in written)
+
+
 def test_sizes_are_printed_per_file_and_in_total(tree: Path, tmp_path: Path, tiny_model: str,
                                                  capsys):
     code, stdout, _ = run("protect", str(tree), "-o", str(tmp_path / "o"), "--model", tiny_model,
