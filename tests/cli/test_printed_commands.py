@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import sysconfig
 from pathlib import Path
 
@@ -117,6 +119,23 @@ def test_documents_give_commands_that_run_from_the_repository(document: str):
     text = text.replace("/opt/sfumato/", "")
     assert printed_commands(text), f"{document} names no command"
     assert problems(text, root=ROOT) == []
+
+
+@pytest.mark.parametrize("document", ["README.md", "README.es.md"])
+def test_the_readme_puts_sfumato_on_path_as_it_says(document: str, tmp_path: Path, monkeypatch):
+    """The one-line link the quick start gives works on a fresh account (no ~/.local/bin yet),
+    twice, and then the product names itself plain `sfumato`."""
+    [line] = re.findall(r"`([^`]*ln -s[^`]*~/\.local/bin/?)`", (ROOT / document).read_text())
+    home = tmp_path / "home"
+    home.mkdir()
+    for _ in range(2):  # following the step again must not fail either
+        proc = subprocess.run(["bash", "-c", line], cwd=ROOT, env={**os.environ, "HOME": str(home)},
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    link = home / ".local" / "bin" / "sfumato"
+    assert link.is_symlink() and link.resolve() == SCRIPT.resolve()
+    monkeypatch.setenv("PATH", str(link.parent))
+    assert command_name() == "sfumato"
 
 
 def test_extension_texts_give_commands_that_run_from_the_repository():
