@@ -148,9 +148,11 @@ def extra_content(data: bytes) -> str | None:
         if unknown:
             return f"a WebP {unknown[0].decode('latin-1')!r} chunk"
     for start, stop in image_kinds.metadata_regions(data):
-        for _offset, name in image_kinds.image_offsets(data, start, stop):
-            return f"an embedded {name} image"
         region = bytes(data[start:stop])
+        own = _exif_tiff_offset(region)  # EXIF is itself a TIFF structure: not an image
+        for offset, name in image_kinds.image_offsets(data, start, stop):
+            if own is None or offset != start + own:
+                return f"an embedded {name} image"
         if _exif_has_thumbnail(region):
             return "an EXIF thumbnail (IFD1)"
         if _BASE64_IMAGE.search(region):
@@ -190,6 +192,13 @@ def _png_text(ctype: bytes, payload: bytes) -> bytes:
     return rest
 
 
+def _exif_tiff_offset(region: bytes) -> int | None:
+    """Where an EXIF region's own TIFF header starts (after a JPEG APP1's "Exif" prefix, or at
+    once in a PNG eXIf / WebP EXIF chunk), or None if the region is not EXIF."""
+    at = 6 if region.startswith(b"Exif\x00\x00") else 0
+    return at if region[at : at + 4] in (b"II*\x00", b"MM\x00*") else None
+
+
 def _exif_has_thumbnail(region: bytes) -> bool:
     """Whether a metadata region is EXIF (with or without its "Exif" prefix) linking an IFD1,
     the thumbnail's directory (JPEG or uncompressed strips alike)."""
@@ -200,10 +209,15 @@ def _exif_has_thumbnail(region: bytes) -> bool:
     try:
         (ifd0,) = struct.unpack_from(order + "I", tiff, 4)
         (count,) = struct.unpack_from(order + "H", tiff, ifd0)
+        tags = {struct.unpack_from(order + "H", tiff, ifd0 + 2 + 12 * i)[0] for i in range(count)}
         (ifd1,) = struct.unpack_from(order + "I", tiff, ifd0 + 2 + 12 * count)
     except struct.error:
-        return False
-    return ifd1 != 0
+        return True  # a directory that cannot be followed may hide anything
+    return ifd1 != 0 or bool(tags & _IMAGE_DATA_TAGS)
+
+
+# TIFF tags that point at image data (strips, tiles, a JPEG stream): EXIF's IFD0 has none
+_IMAGE_DATA_TAGS = {0x0111, 0x0144, 0x0201}
 
 
 # --- EXIF -----------------------------------------------------------------------------------------

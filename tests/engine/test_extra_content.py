@@ -40,6 +40,12 @@ def _encoded(name: str) -> bytes:
         out = io.BytesIO()
         ART.save(out, "WEBP", save_all=True, append_images=[OTHER], duration=100)
         return out.getvalue()
+    if name == "exif-jpeg":  # EXIF (itself a TIFF structure) and ICC, no thumbnail
+        return samples.jpeg_with_exif_and_icc()
+    if name == "exif-png":
+        exif = Image.Exif()
+        exif[0x010F] = "SfumatoCam"
+        return samples.encode(ART, "PNG", exif=exif.tobytes())
     if name == "progressive-jpeg":
         return samples.encode(ART, "JPEG", quality=90, progressive=True)
     fmt, *options = name.split("-")
@@ -47,8 +53,8 @@ def _encoded(name: str) -> bytes:
     return samples.encode(ART if fmt != "GIF" else ART.quantize(256), fmt, **kwargs)
 
 
-KINDS = ["JPEG", "progressive-jpeg", "PNG", "apng", "WEBP", "WEBP-lossless", "animated-webp",
-         "GIF"]
+KINDS = ["JPEG", "progressive-jpeg", "exif-jpeg", "PNG", "exif-png", "apng", "WEBP",
+         "WEBP-lossless", "animated-webp", "GIF"]
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +86,19 @@ def _gif_comment(gif: bytes, payload: bytes) -> bytes:
     return gif[:-1] + b"\x21\xfe" + blocks + b"\x00\x3b"
 
 
+def exif_with_strips(pixels: bytes) -> bytes:
+    """EXIF whose first directory (IFD0) points at uncompressed image strips after it."""
+    # width, height, and where the strip starts: right after this one directory
+    entries = [(0x0100, 3, 1, 40), (0x0101, 3, 1, 30), (0x0111, 4, 1, 8 + 2 + 12 * 3 + 4)]
+    ifd = struct.pack(">H", len(entries)) + b"".join(
+        struct.pack(">HHII", tag, typ, n, v << 16 if typ == 3 else v) for tag, typ, n, v in entries)
+    return b"Exif\x00\x00MM\x00*" + struct.pack(">I", 8) + ifd + b"\x00" * 4 + pixels
+
+
 ADDED = {
     "JPEG": {
+        "image strips in EXIF's IFD0": lambda d: jpeg_insert_segments(
+            d, [_segment(0xE1, exif_with_strips(RAW))]),
         "a copy after EOI": lambda d: d + SMALL,
         "junk after EOI": lambda d: d + b"\0" * 16,
         "an EXIF thumbnail": lambda d: jpeg_insert_segments(
