@@ -500,3 +500,22 @@ def test_every_option_with_a_value_states_its_default():
             option = f"sfumato {name} {action.option_strings[0]}"
             assert "default" in (action.help or "").lower(), option
     assert checked > 10
+
+
+def test_a_protected_file_carrying_more_than_its_pixels_is_protected_again(
+        tree: Path, tmp_path: Path, tiny_model: str, capsys):
+    """The marker vouches for the pixels only: a protected JPEG with the original appended after
+    its end is not skipped as already protected (the proxy does the same)."""
+    first = tmp_path / "first"
+    assert run("protect", str(tree / "cover.jpg"), "-o", str(first), "--model", tiny_model,
+               capsys=capsys)[0] == 0
+    smuggled = tmp_path / "smuggled" / "cover.jpg"
+    smuggled.parent.mkdir()
+    original = (tree / "cover.jpg").read_bytes()
+    smuggled.write_bytes((first / "cover.jpg").read_bytes() + original)
+    out = tmp_path / "out"
+    code, stdout, _ = run("protect", str(smuggled), "-o", str(out), "--model", tiny_model,
+                          capsys=capsys)
+    assert code == 0 and re.search(r"protected\s+1\n", stdout)
+    assert re.search(r"skipped\s+0\n", stdout) and not stdout.startswith("skip")
+    assert original not in (out / "cover.jpg").read_bytes()
