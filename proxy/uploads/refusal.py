@@ -13,7 +13,7 @@ import json
 
 from mitmproxy import http
 
-from proxy.cli import command
+from proxy.cli import command, runnable
 
 ERROR_HEADER = "X-Sfumato-Error"
 
@@ -48,6 +48,9 @@ ENGINE_ERROR_CODES: dict[str, str] = {
 # Every command a refusal names runs as printed in this installation (proxy.cli.command).
 PROTECT_COMMAND = command("protect", "FILE")
 PROTECT_FIRST = f"protect the file before uploading ({PROTECT_COMMAND}), then upload the result"
+# The engine's own timeout hint speaks of "the time limit"; in the proxy that is an option.
+TIMEOUT_HINT = ("retry when the machine is less busy, raise the proxy's time limit "
+                "(--set sfumato_timeout=SECONDS), or " + PROTECT_FIRST)
 
 
 class Refusal(Exception):
@@ -73,8 +76,10 @@ def refusal_from_engine_error(err: BaseException) -> Refusal:
     """Translate an engine error (a `perturb.ProtectError` or anything unexpected)."""
     code = ENGINE_ERROR_CODES.get(type(err).__name__)
     message = getattr(err, "message", None) or str(err) or type(err).__name__
-    hint = getattr(err, "hint", None) or ""
-    if code is None and type(err).__module__.startswith("onnxruntime"):
+    hint = runnable(getattr(err, "hint", None) or "")
+    if code == "timeout":
+        hint = TIMEOUT_HINT
+    elif code is None and type(err).__module__.startswith("onnxruntime"):
         code = "model-error"
         message = f"the protection model failed: {message}"
         hint = "retry; if it keeps failing, reinstall the model or " + PROTECT_FIRST

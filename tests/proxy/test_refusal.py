@@ -91,3 +91,19 @@ def test_refusal_hints_name_a_command_that_runs_as_printed() -> None:
     assert command("protect", "FILE") == PROTECT_COMMAND and PROTECT_COMMAND in PROTECT_FIRST
     program = shlex.split(PROTECT_COMMAND)[0]
     assert shutil.which(program), f"{program} is neither on PATH nor an executable file"
+
+
+def test_engine_hints_name_commands_that_run_as_printed(monkeypatch) -> None:
+    """An engine error's hint quoting `sfumato …` is rewritten to this installation's command,
+    and a timeout names the proxy's own option instead of the CLI's time limit."""
+    from proxy import cli
+    from proxy.uploads.refusal import PROTECT_COMMAND
+
+    monkeypatch.setattr(cli, "command_name", lambda: "/opt/sf/.venv/bin/sfumato")
+    err = perturb.CorruptImage("the image is damaged", "re-export it, then `sfumato protect` it")
+    assert refusal_from_engine_error(err).hint == (
+        "re-export it, then `/opt/sf/.venv/bin/sfumato protect` it")
+    timeout = refusal_from_engine_error(perturb.ProtectTimeout("too slow"))
+    assert timeout.code == "timeout"
+    assert "sfumato_timeout" in timeout.hint and PROTECT_COMMAND in timeout.hint
+    assert "`sfumato protect`" not in timeout.hint
