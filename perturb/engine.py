@@ -218,6 +218,11 @@ def protect(
             im.close()
 
 
+def megapixels(pixels: int) -> str:
+    """A pixel count in words: "12.2 MP", "0.25 MP", "0.001 MP" (never "0.0 MP")."""
+    return f"{pixels / 1e6:.3g} MP" if pixels < 10_000_000 else f"{pixels / 1e6:.1f} MP"
+
+
 def _open(data: Any) -> tuple[bytes | None, Image.Image, str]:
     if isinstance(data, Image.Image):
         fmt = data.format if data.format in formats.SUPPORTED else "PNG"
@@ -263,8 +268,8 @@ def _protect_opened(
         raise CorruptImage(f"the {fmt} file declares an empty canvas ({width}×{height})")
     if max_pixels is not None and width * height > max_pixels:
         raise ImageTooLarge(
-            f"the image is {width}×{height} = {width * height / 1e6:.1f} MP, "
-            f"over the limit of {max_pixels / 1e6:.1f} MP"
+            f"the image is {width}×{height} = {megapixels(width * height)}, "
+            f"over the limit of {megapixels(max_pixels)}"
         )
     try:
         # JPEG: only the primary image (an MPO's secondary images are dropped with its MPF).
@@ -274,7 +279,7 @@ def _protect_opened(
     if max_pixels is not None and n_frames > 1 and width * height * n_frames > max_pixels:
         raise ImageTooLarge(
             f"the animation has {n_frames} frames of {width}×{height}, "
-            f"{width * height * n_frames / 1e6:.1f} MP in total, over {max_pixels / 1e6:.1f} MP"
+            f"{megapixels(width * height * n_frames)} in total, over {megapixels(max_pixels)}"
         )
     try:
         meta = collect(im, raw, fmt)

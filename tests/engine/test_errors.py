@@ -101,8 +101,16 @@ def test_truncated_and_corrupt_files(tiny_model: str, data: bytes) -> None:
 
 
 def test_pixel_limit(tiny_model: str) -> None:
-    with pytest.raises(ImageTooLarge, match="MP"):
+    with pytest.raises(ImageTooLarge, match=r"over the limit of 0\.001 MP") as err:
         protect(samples.grey_png(), model=tiny_model, max_pixels=1000)
+    assert "0.0 MP" not in str(err.value)
+
+
+def test_megapixels_are_said_without_rounding_to_nothing() -> None:
+    from perturb.engine import megapixels
+
+    assert [megapixels(n) for n in (1000, 250_000, 4_194_304, 24_000_000)] == [
+        "0.001 MP", "0.25 MP", "4.19 MP", "24.0 MP"]
 
 
 def test_decompression_bomb_is_refused_before_decoding(tiny_model: str) -> None:
