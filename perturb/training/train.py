@@ -41,6 +41,9 @@ class TrainConfig:
     # long side the training images are kept at: the corpus's own (1024) shows content at the
     # scale the product protects it; 768 (the earlier stages) made it denser than any upload
     image_side: int = 1024
+    # strength the crops are protected at: near the default preset's, the generator learns what
+    # survives JPEG at the amplitude it ships at (at 1 it is far stronger, and JPEG keeps anything)
+    strength: float = 1.0
     lr_net: float = 1e-2
     # the learning rate falls along a cosine to lr_net × lr_floor at the end of the time budget
     # (1 = constant): late steps refine instead of jumping between equally good solutions
@@ -136,7 +139,7 @@ class Trainer:
         crop = self.data.batch(cfg.batch, size)
         t = sample_transform(self.rng, mixture=self.mixture)
         x = composite(crop)
-        x_adv = composite(torch.cat([self.protect(crop[:, :3]), crop[:, 3:]], 1))
+        x_adv = composite(torch.cat([self.protect(crop[:, :3], cfg.strength), crop[:, 3:]], 1))
         loss = x.new_zeros(())
         logs: dict[str, float] = {}
         tx, tadv = t(x), t(x_adv)
