@@ -31,7 +31,7 @@ from perturb.errors import InvalidStrength, ModelUnavailable, ProtectTimeout
 from perturb.row_blocks import map_row_blocks
 
 # The shipped model's id; set (one line) when the trained model lands in onnx_models/.
-DEFAULT_MODEL: str | None = "sfumato-pattern-v2"
+DEFAULT_MODEL: str | None = "sfumato-keyed-v3"
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "onnx_models"
 MAX_KEY_CHANNELS = 256  # a card asking for more is broken, not a real model

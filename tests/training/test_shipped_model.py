@@ -11,6 +11,7 @@ from PIL import Image
 
 import perturb
 from perturb.models import DEFAULT_MODEL, MODELS_DIR
+from perturb.training.export import MAX_ABS_DIFF
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +27,26 @@ def test_card_fields_and_hash(card: dict) -> None:
     assert hashlib.sha256(data).hexdigest() == card["sha256"]
     assert len(data) <= 10 * 1024 * 1024
     c = card["contract"]
-    assert set(c["inputs"]) == {"image", "strength"} and set(c["outputs"]) == {"protected"}
+    assert set(c["inputs"]) == {"image", "strength", "key"} and set(c["outputs"]) == {"protected"}
+    key = c["key"]
+    assert key["input"] == "key" and key["distribution"] == "standard_normal"
+    assert c["size_multiple"] % key["scale"] == 0
+    # issue 11: the card says how much secret reaches each 64 × 64 block, and it is a lot
+    assert card["secret"]["values_per_64px_block"] == (64 // key["scale"]) ** 2 * key["channels"]
+    assert card["secret"]["values_per_64px_block"] >= 256
     assert c["size_multiple"] >= 8 and c["size_multiple"] % 8 == 0
     assert c["large_images"]["mode"] == "tile"
     assert c["large_images"]["tile"] % c["size_multiple"] == 0
     p = card["presets"]
     assert 0 < p["low"] < p["default"] < p["high"]
-    assert card["training"]["config"]["generator"]["tile"] == c["size_multiple"]
+    assert card["training"]["config"]["generator"]["scale"] == key["scale"]
+    assert card["training"]["config"]["generator"]["key_channels"] == key["channels"]
     assert card["data"]["train_images"] > 0 and card["data"]["val_images"] > 0
     for s in card["surrogates"]:
         assert s["files"] and all(len(h) == 64 for h in s["files"].values())
     m = card["metrics"]
     assert m["split"] == "val"
-    assert m["onnx_max_abs_diff_vs_pytorch"] <= 1e-4
+    assert m["onnx_max_abs_diff_vs_pytorch"] <= MAX_ABS_DIFF
     vis = m["ssimulacra2_at_presets"]
     assert vis["low"]["median"] > vis["default"]["median"] > vis["high"]["median"]
 
@@ -46,7 +54,7 @@ def test_card_fields_and_hash(card: dict) -> None:
 def test_onnx_opset_and_names(card: dict) -> None:
     m = onnx.load(MODELS_DIR / card["file"])
     assert max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) >= 17
-    assert [i.name for i in m.graph.input] == ["image", "strength"]
+    assert [i.name for i in m.graph.input] == ["image", "strength", "key"]
     assert [o.name for o in m.graph.output] == ["protected"]
 
 
