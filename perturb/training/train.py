@@ -34,7 +34,7 @@ class TrainConfig:
     run: str = "runs/keyed"  # checkpoints and log
     surrogates: str = "taef2"  # comma-separated specs (see surrogates.load_surrogate)
     tap_weights: tuple[float, ...] = (0.5, 0.5, 1.0, 1.0, 2.0)  # full, 1/2, 1/4, 1/8, latents
-    minutes: float = 60.0  # wall-clock budget of this run (the loop stops after it)
+    minutes: float = 106.0  # wall-clock budget of this run (the loop stops after it)
     max_steps: int = 100_000
     batch: int = 8
     crops: tuple[int, ...] = (128,)
