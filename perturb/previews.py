@@ -153,8 +153,8 @@ def extra_content(data: bytes) -> str | None:
         for offset, name in image_kinds.image_offsets(data, start, stop):
             if own is None or offset != start + own:
                 return f"an embedded {name} image"
-        if _exif_has_thumbnail(region):
-            return "an EXIF thumbnail (IFD1)"
+        if own is not None and _exif_points_at_image(region[own:]):
+            return "image data in its EXIF (a thumbnail, strips or tiles)"
         if _BASE64_IMAGE.search(region):
             return "a base64 image in its metadata"
         for run in _BASE64_RUN.finditer(region):
@@ -199,12 +199,9 @@ def _exif_tiff_offset(region: bytes) -> int | None:
     return at if region[at : at + 4] in (b"II*\x00", b"MM\x00*") else None
 
 
-def _exif_has_thumbnail(region: bytes) -> bool:
-    """Whether a metadata region is EXIF (with or without its "Exif" prefix) linking an IFD1,
-    the thumbnail's directory (JPEG or uncompressed strips alike)."""
-    tiff = region[6:] if region.startswith(b"Exif\x00\x00") else region
-    if len(tiff) < 8 or tiff[:4] not in (b"II*\x00", b"MM\x00*"):
-        return False
+def _exif_points_at_image(tiff: bytes) -> bool:
+    """Whether an EXIF TIFF structure links image data: an IFD1 (the thumbnail's directory, JPEG
+    or uncompressed strips alike) or strips, tiles or a JPEG stream in IFD0."""
     order = "<" if tiff[:2] == b"II" else ">"
     try:
         (ifd0,) = struct.unpack_from(order + "I", tiff, 4)
