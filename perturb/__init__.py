@@ -25,6 +25,7 @@ from perturb.models import DEFAULT_MODEL, Model, load_model
 from perturb.provenance import (
     Marker,
     MarkerCheck,
+    already_protected,
     check_marker,
     has_ai_reservation,
     inspect_marker,
@@ -48,6 +49,7 @@ __all__ = [
     "ProtectTimeout",
     "Protected",
     "UnsupportedImage",
+    "already_protected",
     "check_marker",
     "has_ai_reservation",
     "inspect_marker",

@@ -223,10 +223,10 @@ _IMAGE_DATA_TAGS = {0x0111, 0x0144, 0x0201}
 def _refresh_exif(exif: bytes, thumbnails: _Thumbnails, notes: list[str]) -> bytes:
     """EXIF with its IFD1 JPEG thumbnail regenerated (or dropped), other embedded JPEGs (maker
     note previews) blanked. Keeps every offset valid: the new thumbnail is appended."""
-    prefix = b"Exif\x00\x00" if exif.startswith(b"Exif\x00\x00") else b""
-    tiff = bytearray(exif[len(prefix) :])
-    if len(tiff) < 8 or tiff[:4] not in (b"II*\x00", b"MM\x00*"):
+    own = _exif_tiff_offset(exif)
+    if own is None or len(exif) - own < 8:
         return exif
+    prefix, tiff = bytes(exif[:own]), bytearray(exif[own:])
     order = "<" if tiff[:2] == b"II" else ">"
     new_region = (0, 0)
     # A malformed IFD1: whatever image it points to is blanked below.

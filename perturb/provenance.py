@@ -292,6 +292,18 @@ def inspect_marker(data: bytes, *, max_pixels: int | None = None) -> Marker | No
     return check.marker if check.protected else None
 
 
+def already_protected(data: bytes) -> Marker | None:
+    """The marker of a file that needs no protecting, else None: the one rule the proxy and
+    `sfumato protect` skip by. The marker vouches for the pixels only, so a file that also holds
+    an embedded image or bytes after its end (an original's thumbnail or copy added after
+    protection, `previews.extra_content`) needs protecting again, which regenerates or drops it.
+    """
+    from perturb.previews import extra_content
+
+    marker = inspect_marker(data)
+    return marker if marker is not None and extra_content(data) is None else None
+
+
 # --- the pixel digest -----------------------------------------------------------------------------
 
 

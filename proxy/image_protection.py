@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 
 from perturb.image_kinds import sniff_other
-from perturb.previews import extra_content
 from proxy.uploads.budget import Budget
 from proxy.uploads.refusal import (
     PROTECT_COMMAND,
@@ -81,11 +80,8 @@ class ImageProtector:
             ) from None
         try:
             # A marker counts only when its pixel digest matches the decoded pixels (a copied
-            # or stale marker does not): inspect_marker checks that. It vouches for the pixels
-            # only: a file that also holds an embedded image or bytes after its end (an
-            # original's thumbnail or copy added after protection) is protected again, which
-            # regenerates or drops them.
-            if perturb.inspect_marker(data) is not None and extra_content(data) is None:
+            # or stale marker does not) and the file holds nothing besides them.
+            if perturb.already_protected(data) is not None:
                 return ImageResult(data, protected=False, reason="already protected by Sfumato")
         except Exception:
             pass  # unreadable marker: let protect() judge the image

@@ -298,18 +298,14 @@ def size_warnings(fmt: str, bytes_in: int, bytes_out: int) -> tuple[str, ...]:
 
 def protect_file(src: Path, dst: Path, model, strength: float, args: argparse.Namespace) -> Result:
     """Protect one file; every failure becomes a Result (the batch goes on)."""
-    from perturb import ProtectError, inspect_marker, protect
-    from perturb.previews import extra_content
+    from perturb import ProtectError, already_protected, protect
 
     started = time.perf_counter()
     try:
         data = src.read_bytes()
     except OSError as exc:
         return _failure(src, dst, f"cannot read it: {exc.strerror or exc}", type(exc).__name__)
-    # a marker vouches for the pixels only: a marked file that also holds an embedded image or
-    # bytes after its end may carry the original, so it is protected again (as the proxy does)
-    if (not args.force and (marker := inspect_marker(data)) is not None
-            and extra_content(data) is None):
+    if not args.force and (marker := already_protected(data)) is not None:
         when = f" on {marker.date}" if marker.date else ""
         return Result(
             str(src),

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
-from perturb import UnsupportedImage, check_marker, inspect_marker, protect
+from perturb import UnsupportedImage, already_protected, check_marker, inspect_marker, protect
 from perturb.containers import jpeg_insert_segments, png_xmp
 from perturb.provenance import DIGEST_PLACEHOLDER, build_xmp, digest_file
 from tests.engine import samples
@@ -116,3 +116,14 @@ def test_protecting_a_protected_file_again_verifies_again(tiny_model: str, prote
     again = protect(protected["three_frames.gif"], model=tiny_model, strength="high").data
     assert again.count(b"sfumato:PixelDigest") == 1
     assert inspect_marker(again).strength == 1.6
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_already_protected_needs_a_matching_marker_and_nothing_more(name, protected) -> None:
+    """The skip rule of the proxy and the CLI: a protected file is skipped; the same file with
+    the original appended still has a valid marker, but is not skipped; an original is not."""
+    data, original = protected[name], SAMPLES[name]
+    assert already_protected(data) == inspect_marker(data) is not None
+    carrying = data + original
+    assert inspect_marker(carrying) is not None and already_protected(carrying) is None
+    assert already_protected(original) is None
