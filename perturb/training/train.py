@@ -15,7 +15,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -53,6 +53,9 @@ class TrainConfig:
     lr_floor: float = 0.1
     # probability of identity / jpeg / resize-jpeg / noise-jpeg in the expectation over transforms
     transform_mix: tuple[float, ...] = tuple(p for _, p in MIXTURE)
+    # backward of the JPEG step: "identity" (straight-through) or "model" (a differentiable codec:
+    # the generator learns which chroma detail and which DCT coefficients JPEG throws away)
+    jpeg_grad: str = "identity"
     decoy_weight: float = 0.0  # > 0 adds the targeted decoy term
     visibility_target: float = 70.0  # SSIMULACRA 2 of each crop the budget is held at (0 = off)
     visibility_weight: float = 0.3  # hinge weight per point the batch mean is below the target
@@ -140,7 +143,7 @@ class Trainer:
         cfg = self.cfg
         size = self.rng.choice(cfg.crops)
         crop = self.data.batch(cfg.batch, size)
-        t = sample_transform(self.rng, mixture=self.mixture)
+        t = replace(sample_transform(self.rng, mixture=self.mixture), jpeg_grad=cfg.jpeg_grad)
         x = composite(crop)
         x_adv = composite(torch.cat([self.protect(crop[:, :3], cfg.strength), crop[:, 3:]], 1))
         loss = x.new_zeros(())

@@ -3,8 +3,12 @@
 What scrapers get is the upload after the site re-encodes it (EVALUATION.md: JPEG, downscale then
 JPEG, noise then JPEG). The loss is taken after a random transform of this family, so the generator
 learns perturbations that survive it. JPEG is real (Pillow, 4:2:0) and passed straight through for
-gradients: forward is the true codec, backward is identity (BPDA). Resizing is the differentiable
-antialiased bilinear of PyTorch. The exact scoring transforms (PIL) are in platform_transforms.py.
+gradients: forward is the true codec; backward is identity (BPDA) or, with `jpeg_grad="model"`,
+the gradient of a differentiable model of the same codec (colour transform, 4:2:0, 8×8 DCT,
+quantisation by the IJG tables with a cubic soft rounding, Shin & Song 2017), which tells the
+generator that chroma detail and coefficients far below their quantiser step do not survive.
+Resizing is the differentiable antialiased bilinear of PyTorch. The exact scoring transforms (PIL)
+are in platform_transforms.py.
 """
 
 from __future__ import annotations
@@ -32,8 +36,70 @@ def jpeg_real(x: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.dtype)
 
 
-def jpeg_st(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """JPEG in the forward pass, identity in the backward pass (straight-through)."""
+# The IJG base quantisation tables (ITU T.81 Annex K), luminance and chrominance, row-major.
+_Q_LUMA = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+           14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+           18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+           49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
+_Q_CHROMA = (17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
+             24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99) + (99,) * 32
+
+
+def quant_table(base: tuple[int, ...], quality: int) -> torch.Tensor:
+    """An 8×8 quantisation table scaled to `quality` as libjpeg does (jpeg_quality_scaling)."""
+    q = min(max(int(quality), 1), 100)
+    scale = 5000 // q if q < 50 else 200 - 2 * q
+    t = torch.tensor(base, dtype=torch.float32).view(8, 8)
+    return ((t * scale + 50) // 100).clamp(1, 255)
+
+
+def _dct8() -> torch.Tensor:
+    """The orthonormal 8-point DCT-II matrix (row k = frequency k)."""
+    n = torch.arange(8, dtype=torch.float32)
+    d = torch.cos((2 * n[None, :] + 1) * n[:, None] * torch.pi / 16) * (2 / 8) ** 0.5
+    d[0] /= 2**0.5
+    return d
+
+
+def _blocks_quantised(c: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """One plane N×1×H×W (H, W multiples of 8): block DCT, soft quantisation, inverse DCT."""
+    n, _, h, w = c.shape
+    d = _dct8().to(c)
+    b = c.reshape(n, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4)  # N × by × bx × 8 × 8
+    coef = d @ b @ d.T
+    u = coef / table.to(c)
+    r = torch.round(u).detach()
+    coef = (r + (u - r) ** 3) * table.to(c)  # the value is the rounded one; the slope is 3(u-r)²
+    b = d.T @ coef @ d
+    return b.permute(0, 1, 3, 2, 4).reshape(n, 1, h, w)
+
+
+def jpeg_model(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """A differentiable approximation of Pillow's JPEG round trip (for gradients only)."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % 16, -w % 16  # 4:2:0 chroma needs whole 16×16 macroblocks
+    xp = F.pad(x, (0, pw, 0, ph), mode="replicate") * 255
+    r, g, b = xp.unbind(1)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b
+    yq = _blocks_quantised(y.unsqueeze(1) - 128, quant_table(_Q_LUMA, quality)) + 128
+    chroma = F.avg_pool2d(torch.stack([cb, cr], 1), 2)
+    ct = quant_table(_Q_CHROMA, quality)
+    chroma = torch.cat([_blocks_quantised(chroma[:, i : i + 1], ct) for i in range(2)], 1)
+    chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
+    cb, cr = chroma.unbind(1)
+    y = yq.squeeze(1)
+    rgb = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1)
+    return (rgb / 255)[..., :h, :w]
+
+
+def jpeg_st(x: torch.Tensor, quality: int, grad: str = "identity") -> torch.Tensor:
+    """The real JPEG in the forward pass; in the backward pass identity (straight-through) or,
+    with grad="model", the gradient of `jpeg_model`."""
+    if grad == "model":
+        approx = jpeg_model(x, quality)
+        return approx + (jpeg_real(x, quality) - approx).detach()
     return x + (jpeg_real(x, quality) - x).detach()
 
 
@@ -65,6 +131,7 @@ class Transform:
     noise_sigma: float = 0.0
     shift: tuple[int, int] = (0, 0)
     seed: int = 0
+    jpeg_grad: str = "identity"  # backward of the JPEG step: "identity" or "model" (jpeg_st)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         dy, dx = self.shift
@@ -78,7 +145,7 @@ class Transform:
             x = (x + self.noise_sigma * torch.randn(x.shape, generator=g)).clamp(0, 1)
         x = quantize_st(x)
         if self.quality is not None:
-            x = jpeg_st(x, self.quality)
+            x = jpeg_st(x, self.quality, self.jpeg_grad)
         return x
 
 

@@ -2,6 +2,7 @@
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,13 @@ from perturb.training.generator import GeneratorConfig
 from perturb.training.ship import main as ship_main
 from perturb.training.surrogates import TAEF2_TAPS, Surrogate, taef2_encoder
 from perturb.training.train import TrainConfig, Trainer, main
-from perturb.training.transforms import Transform, sample_transform
+from perturb.training.transforms import (
+    Transform,
+    jpeg_model,
+    jpeg_real,
+    jpeg_st,
+    sample_transform,
+)
 
 
 def write_images(folder: Path, n: int = 3) -> list[Path]:
@@ -136,8 +143,8 @@ def test_main_runs_end_to_end_on_a_shared_layout(tmp_path: Path) -> None:
 def test_transforms_keep_shape_rules_and_pass_gradients() -> None:
     rng = random.Random(1)
     x = torch.rand(2, 3, 64, 64, requires_grad=True)
-    for _ in range(12):
-        t = sample_transform(rng)
+    for i in range(12):
+        t = replace(sample_transform(rng), jpeg_grad=("identity", "model")[i % 2])
         y = t(x)
         assert y.shape[-1] % 8 == 0 and y.shape[-2] % 8 == 0
         assert float(y.detach().min()) >= 0 and float(y.detach().max()) <= 1
@@ -147,6 +154,25 @@ def test_transforms_keep_shape_rules_and_pass_gradients() -> None:
     smooth = smooth + 0.1 * torch.rand(1, 3, 64, 64)
     jpeg = Transform("jpeg", quality=75)(smooth)
     assert 0 < float((jpeg - smooth).abs().mean()) < 0.05  # the real codec ran, and is lossy
+
+
+def test_jpeg_model_tracks_the_codec_and_its_gradient_drops_what_420_drops() -> None:
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 40), indexing="ij")
+    x = torch.stack([0.2 + 0.6 * xx, 0.5 + 0.3 * torch.sin(6 * yy), 0.8 - 0.5 * xx * yy])[None]
+    x = (x + 0.05 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    real = jpeg_real(x, 85)
+    assert float((jpeg_model(x, 85) - real).pow(2).mean().sqrt()) < 0.5 * float(
+        (real - x).pow(2).mean().sqrt())  # closer to the codec's output than the input is
+    # a chroma-only checkerboard (luma unchanged) is averaged away by 4:2:0: the model's gradient
+    # has no component along it, the straight-through one passes it whole
+    d = torch.tensor([1.0, -1.0, (0.587 - 0.299) / 0.114]).view(1, 3, 1, 1)
+    v = d * ((torch.arange(48).view(-1, 1) + torch.arange(40)) % 2 * 2 - 1.0)
+    for grad, along in (("model", 0.0), ("identity", float(v.pow(2).sum()))):
+        xr = x.clone().requires_grad_(True)
+        y = jpeg_st(xr, 85, grad)
+        assert torch.equal(y.detach(), real)  # the forward pass is the real codec either way
+        (g,) = torch.autograd.grad((y * v).sum(), xr)
+        assert abs(float((g * v).sum()) - along) < 1e-3 * float(v.pow(2).sum())
 
 
 def test_transform_mixture_weights_pick_the_transforms() -> None:
