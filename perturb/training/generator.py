@@ -8,7 +8,8 @@
   damaging structure: two 3×3 convolutions at 1/s resolution (receptive field 5×5 cells), then a
   1×1 convolution to 3·s² values per cell, rearranged into an s×s RGB patch.
 - `g₁, g₂` (the image): positive gates from the image at 1/s (mean colour and local contrast of
-  each cell and its neighbours) choose, per region, which structures and how much of each: the
+  each cell and its neighbours; with `cell_detail`, also the cell's s×s luminance detail) choose,
+  per region, which structures and how much of each: the
   perturbation depends on the content, so it is not stationary noise with a published spectrum.
 - Odd in the key by construction (no biases on the key path; tanh is odd; the gates do not depend
   on z): `δ(−z) = −δ(z)`, so the mean over keys is exactly zero. Rerunning the product adds an
@@ -36,6 +37,9 @@ class GeneratorConfig:
     scale: int = 8  # s: the key and the network run at 1/s resolution (JPEG's block size)
     hidden: int = 32  # channels of h₁, h₂
     eps: float = 24 / 255  # bound of δ at strength 1 (tanh)
+    # the gates also read each cell's s×s luminance detail (not only its mean and contrast), so
+    # they can weight the structures by what the content of the cell is (edges, texture, flat)
+    cell_detail: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,6 +54,10 @@ class KeyedProtector(nn.Module):
             nn.Conv2d(4, h, 3, padding=1), nn.ReLU(),
             nn.Conv2d(h, 2 * h, 1),
         )  # fmt: skip
+        # zero at the start: a model trained without it starts from the same function
+        self.detail = nn.Conv2d(s * s, h, 1, bias=False) if cfg.cell_detail else None
+        if self.detail is not None:
+            nn.init.zeros_(self.detail.weight)
         self.key_in = nn.Conv2d(c, h, 3, padding=1, bias=False)
         self.mix = nn.Conv2d(h, h, 3, padding=1, bias=False)
         self.out = nn.Conv2d(h, 3 * s * s, 1, bias=False)
@@ -75,9 +83,24 @@ class KeyedProtector(nn.Module):
         contrast = (y - F.avg_pool2d(y, 3, 1, 1, count_include_pad=False)).abs()
         return torch.cat([small, 10 * contrast], 1)
 
+    def cell_detail(self, x: torch.Tensor) -> torch.Tensor:
+        """N×s²×H/s×W/s: each cell's luminance minus the cell's mean, pixel by pixel."""
+        s = self.cfg.scale
+        y = (x * self.luma).sum(1, keepdim=True)
+        y = y - F.interpolate(F.avg_pool2d(y, s), scale_factor=s, mode="nearest")
+        return 5 * F.pixel_unshuffle(y, s)
+
+    def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The positive per-cell, per-channel weights g₁, g₂ the image chooses."""
+        a = self.gate[0](self.features(x))
+        if self.detail is not None:
+            a = a + self.detail(self.cell_detail(x))
+        g1, g2 = F.softplus(self.gate[2](self.gate[1](a))).chunk(2, 1)
+        return g1, g2
+
     def delta(self, x: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         """The perturbation at strength 1 (before clipping); odd in `key`."""
-        g1, g2 = F.softplus(self.gate(self.features(x))).chunk(2, 1)
+        g1, g2 = self.gates(x)
         h1 = torch.tanh(self.key_in(key)) * g1
         h2 = torch.tanh(self.mix(h1)) * g2
         return self.cfg.eps * torch.tanh(F.pixel_shuffle(self.out(h2), self.cfg.scale))
@@ -91,4 +114,5 @@ def macs_per_pixel(cfg: GeneratorConfig) -> float:
     """Multiply-adds per full-resolution pixel (all convolutions run at 1/s resolution)."""
     h, c, s = cfg.hidden, cfg.key_channels, cfg.scale
     per_cell = 4 * h * 9 + h * 2 * h + c * h * 9 + h * h * 9 + h * 3 * s * s
+    per_cell += s * s * h if cfg.cell_detail else 0
     return per_cell / (s * s) + 4  # + tanh, scale, add, clip per pixel value

@@ -270,8 +270,13 @@ def main(argv: list[str] | None = None) -> None:
         trainer.load(run_dir / "ckpt.pt")
         print(f"resumed at step {trainer.step} ({trainer.elapsed / 60:.1f} min)")
     elif a.init:
-        trainer.model.load_state_dict(torch.load(a.init, map_location="cpu",
-                                                 weights_only=False)["model"])
+        weights = torch.load(a.init, map_location="cpu", weights_only=False)["model"]
+        missing, unexpected = trainer.model.load_state_dict(weights, strict=False)
+        if unexpected or any(not k.startswith("detail.") for k in missing):
+            raise SystemExit(f"error: {a.init} does not fit this generator "
+                             f"(missing {missing}, unexpected {unexpected})")
+        if missing:  # zero-initialised additions: the same function to start from
+            print(f"init: {', '.join(missing)} start at zero")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config_dict(cfg), indent=2))
     trainer.run(run_dir)

@@ -1,6 +1,8 @@
 """The ONNX export contract: names, dtypes, dynamic shapes, the key input, strength 0 = identity,
 range [0, 1]."""
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -13,10 +15,10 @@ from perturb.training.generator import GeneratorConfig, KeyedProtector, macs_per
 CFG = GeneratorConfig(key_channels=3, scale=8, hidden=8)
 
 
-@pytest.fixture(scope="module")
-def exported() -> tuple[KeyedProtector, bytes]:
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "cell-detail"])
+def exported(request) -> tuple[KeyedProtector, bytes]:
     torch.manual_seed(0)
-    model = KeyedProtector(CFG).eval()
+    model = KeyedProtector(replace(CFG, cell_detail=request.param)).eval()
     with torch.no_grad():  # make the untrained net non-trivial: every layer non-linear
         for p in model.parameters():
             p.normal_(0, 0.6)
@@ -94,7 +96,7 @@ def test_the_key_decides_the_perturbation(exported) -> None:
 
 def test_check_rejects_a_mismatching_model(exported) -> None:
     model, data = exported
-    other = KeyedProtector(CFG).eval()
+    other = KeyedProtector(model.cfg).eval()
     with torch.no_grad():
         for p, q in zip(other.parameters(), model.parameters(), strict=True):
             p.copy_(-q)

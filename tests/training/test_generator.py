@@ -19,10 +19,11 @@ def trained_looking(cfg: GeneratorConfig, seed: int = 0) -> KeyedProtector:
 
 @settings(max_examples=20, deadline=None)
 @given(scale=st.sampled_from([2, 4, 8]), channels=st.integers(1, 4), cells=st.integers(1, 4),
-       seed=st.integers(0, 1000))
+       seed=st.integers(0, 1000), detail=st.booleans())
 def test_the_perturbation_is_odd_in_the_key(scale: int, channels: int, cells: int,
-                                            seed: int) -> None:
-    model = trained_looking(GeneratorConfig(key_channels=channels, scale=scale, hidden=6), seed)
+                                            seed: int, detail: bool) -> None:
+    cfg = GeneratorConfig(key_channels=channels, scale=scale, hidden=6, cell_detail=detail)
+    model = trained_looking(cfg, seed)
     side = scale * cells * 2
     x = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(seed))
     key = model.draw_key(2, side, side, torch.Generator().manual_seed(seed + 1))
@@ -44,6 +45,22 @@ def test_keys_change_the_perturbation_and_images_shape_it() -> None:
         c = model.delta(torch.flip(x, (-1,)), k1)
     assert float((a - b).abs().mean()) > 0.2 * float(a.abs().mean())
     assert float((a - c).abs().mean()) > 0.05 * float(a.abs().mean())
+
+
+def test_cell_detail_starts_as_the_same_function_then_reads_detail_inside_cells() -> None:
+    plain = trained_looking(GeneratorConfig(hidden=8), seed=4)
+    detailed = KeyedProtector(GeneratorConfig(hidden=8, cell_detail=True)).eval()
+    missing, unexpected = detailed.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["detail.weight"] and not unexpected
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    key = plain.draw_key(1, 32, 32, torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        torch.testing.assert_close(detailed.delta(x, key), plain.delta(x, key))  # warm start
+        detailed.detail.weight.normal_(0, 0.6)
+        # the same cell means and the same contrast, the detail inside each 8x8 cell mirrored
+        mirrored = x.reshape(1, 3, 4, 8, 4, 8).flip(3, 5).reshape(1, 3, 32, 32)
+        torch.testing.assert_close(plain.delta(mirrored, key), plain.delta(x, key))
+        assert float((detailed.delta(mirrored, key) - detailed.delta(x, key)).abs().max()) > 1e-3
 
 
 def test_subtracting_replays_leaves_the_protection() -> None:
