@@ -21,6 +21,13 @@ _IJG_LUMA = (
 )  # fmt: skip
 
 
+# ... and its chrominance table, for the chroma planes.
+IJG_CHROMA = (
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
+    24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99,
+) + (99,) * 32  # fmt: skip
+
+
 def ijg_table(quality: int, base: tuple[int, ...] = _IJG_LUMA) -> list[int]:
     """The IJG (libjpeg) table for a quality 1..100 (baseline-clamped to 1..255)."""
     quality = min(100, max(1, quality))

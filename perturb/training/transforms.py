@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from perturb.containers import IJG_CHROMA, ijg_table
+
 
 def jpeg_real(x: torch.Tensor, quality: int) -> torch.Tensor:
     """Real JPEG round trip (Pillow defaults: 4:2:0) of an N×3×H×W batch in [0, 1]; no gradient."""
@@ -36,23 +38,6 @@ def jpeg_real(x: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.dtype)
 
 
-# The IJG base quantisation tables (ITU T.81 Annex K), luminance and chrominance, row-major.
-_Q_LUMA = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-           14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-           18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-           49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
-_Q_CHROMA = (17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
-             24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99) + (99,) * 32
-
-
-def quant_table(base: tuple[int, ...], quality: int) -> torch.Tensor:
-    """An 8×8 quantisation table scaled to `quality` as libjpeg does (jpeg_quality_scaling)."""
-    q = min(max(int(quality), 1), 100)
-    scale = 5000 // q if q < 50 else 200 - 2 * q
-    t = torch.tensor(base, dtype=torch.float32).view(8, 8)
-    return ((t * scale + 50) // 100).clamp(1, 255)
-
-
 def _dct8() -> torch.Tensor:
     """The orthonormal 8-point DCT-II matrix (row k = frequency k)."""
     n = torch.arange(8, dtype=torch.float32)
@@ -61,15 +46,25 @@ def _dct8() -> torch.Tensor:
     return d
 
 
+_DCT8 = _dct8()
+_JPEG_GRADS = ("identity", "model")
+
+
+def _quant_table(quality: int, chroma: bool) -> torch.Tensor:
+    """The 8×8 table Pillow (libjpeg) quantises with at `quality`."""
+    table = ijg_table(quality, IJG_CHROMA) if chroma else ijg_table(quality)
+    return torch.tensor(table, dtype=torch.float32).view(8, 8)
+
+
 def _blocks_quantised(c: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """One plane N×1×H×W (H, W multiples of 8): block DCT, soft quantisation, inverse DCT."""
     n, _, h, w = c.shape
-    d = _dct8().to(c)
+    d, table = _DCT8.to(c), table.to(c)
     b = c.reshape(n, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4)  # N × by × bx × 8 × 8
     coef = d @ b @ d.T
-    u = coef / table.to(c)
+    u = coef / table
     r = torch.round(u).detach()
-    coef = (r + (u - r) ** 3) * table.to(c)  # the value is the rounded one; the slope is 3(u-r)²
+    coef = (r + (u - r) ** 3) * table  # the value is the rounded one; the slope is 3(u-r)²
     b = d.T @ coef @ d
     return b.permute(0, 1, 3, 2, 4).reshape(n, 1, h, w)
 
@@ -83,9 +78,9 @@ def jpeg_model(x: torch.Tensor, quality: int) -> torch.Tensor:
     y = 0.299 * r + 0.587 * g + 0.114 * b
     cb = -0.168736 * r - 0.331264 * g + 0.5 * b
     cr = 0.5 * r - 0.418688 * g - 0.081312 * b
-    yq = _blocks_quantised(y.unsqueeze(1) - 128, quant_table(_Q_LUMA, quality)) + 128
+    yq = _blocks_quantised(y.unsqueeze(1) - 128, _quant_table(quality, chroma=False)) + 128
     chroma = F.avg_pool2d(torch.stack([cb, cr], 1), 2)
-    ct = quant_table(_Q_CHROMA, quality)
+    ct = _quant_table(quality, chroma=True)
     chroma = torch.cat([_blocks_quantised(chroma[:, i : i + 1], ct) for i in range(2)], 1)
     chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
     cb, cr = chroma.unbind(1)
@@ -97,6 +92,8 @@ def jpeg_model(x: torch.Tensor, quality: int) -> torch.Tensor:
 def jpeg_st(x: torch.Tensor, quality: int, grad: str = "identity") -> torch.Tensor:
     """The real JPEG in the forward pass; in the backward pass identity (straight-through) or,
     with grad="model", the gradient of `jpeg_model`."""
+    if grad not in _JPEG_GRADS:
+        raise ValueError(f"jpeg_grad must be one of {_JPEG_GRADS}, not {grad!r}")
     if grad == "model":
         approx = jpeg_model(x, quality)
         return approx + (jpeg_real(x, quality) - approx).detach()
