@@ -1034,7 +1034,8 @@ def run(cfg: Config, mode: str = "full") -> int:
     checks = must_list(cfg, rows, curve, speed, large, size_default, info)
 
     # 5. Outputs.
-    suffix = "-quick" if cfg.quick else ""
+    # another surrogate (a held-out encoder) writes its own files beside TAEF2's result
+    suffix = ("" if cfg.surrogate == "taef2" else f"-{sur.name}") + ("-quick" if cfg.quick else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     recs = [
         rec for res in (full_res, sub_res) for r in res.values() for rec in r["records"].values()

@@ -171,14 +171,25 @@ def load_surrogate(spec: str = "taef2", shared: Path = Path("../shared")) -> Sur
     if path.suffix in {".pt", ".pth", ".ts", ".jit"} or path.is_file():
         if not path.is_file():
             raise SurrogateError(f"surrogate file not found: {path}")
-        try:
-            enc = torch.jit.load(str(path), map_location="cpu")
-        except RuntimeError as e:
-            raise SurrogateError(
-                f"{path} is not a TorchScript module ({e}); save the encoder with torch.jit.save, "
-                "or give 'package.module:factory'"
-            ) from e
-        return Surrogate(path.stem, _frozen(enc), None, {path.name: sha256_file(path)})
+        # heldout.save writes `<name>-encoder.pt` and `<name>-decoder.pt`: take the decoder too,
+        # so latent damage (ΔC) is measured on a held-out encoder as on TAEF2
+        dec_path = path.with_name(path.name.replace("-encoder.", "-decoder."))
+        files = [path] + ([dec_path] if dec_path != path and dec_path.is_file() else [])
+        modules = []
+        for f in files:
+            try:
+                modules.append(_frozen(torch.jit.load(str(f), map_location="cpu")))
+            except RuntimeError as e:
+                raise SurrogateError(
+                    f"{f} is not a TorchScript module ({e}); save it with torch.jit.save, "
+                    "or give 'package.module:factory'"
+                ) from e
+        return Surrogate(
+            path.stem,
+            modules[0],
+            modules[1] if len(modules) > 1 else None,
+            {f.name: sha256_file(f) for f in files},
+        )
     if ":" in spec:
         mod_name, _, attr = spec.partition(":")
         try:

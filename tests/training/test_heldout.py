@@ -64,3 +64,7 @@ def test_sdlike_trains_and_saves_as_a_surrogate(tmp_path: Path) -> None:
     loaded = load_surrogate(str(path))
     with torch.no_grad():
         torch.testing.assert_close(loaded.encoder(x), enc.eval()(x))
+        # the decoder saved beside it comes along, so ΔC can be measured on the held-out encoder
+        assert loaded.decoder is not None
+        torch.testing.assert_close(loaded.decoder(enc(x)), dec.eval()(enc(x)))
+    assert sorted(loaded.sha256) == ["tiny-decoder.pt", "tiny-encoder.pt"]
