@@ -33,6 +33,12 @@ def test_subset_is_evenly_spaced_and_fixed(bench) -> None:
     assert bench.subset_indices(65, 16) == idx
 
 
+def test_results_and_must_lines_name_the_scoring_encoder(bench) -> None:
+    assert bench.surrogate_label("taef2") == "TAEF2"
+    assert bench.surrogate_label("runs/heldout/taef2-reinit-encoder.pt") == "taef2-reinit-encoder"
+    assert bench.surrogate_label("tests.support.toy_surrogate:build") == "build"
+
+
 def test_curve_interpolation(bench) -> None:
     pts = [(80.0, 2.0), (60.0, 4.0), (40.0, 5.0)]
     g, how = bench.interpolate_curve(pts, 70.0)
@@ -214,7 +220,8 @@ def test_quick_run_end_to_end_reports_replay_and_size(bench, models_dir, tmp_pat
                                           shared=tmp_path))  # fmt: skip
     cfg.large_mp, cfg.retime, cfg.figure_images = 0.1, False, 1
     assert bench.run(cfg) == 0
-    out = json.loads((tmp_path / "results" / "efficacy-quick.json").read_text())
+    # scored on another encoder than TAEF2: its own result files, its name in the must lines
+    out = json.loads((tmp_path / "results" / "efficacy-build-quick.json").read_text())
     full = out["per_image"]["full"]
     assert set(full) == {"a.jpg", "b.png", "c.png"}
     assert {n: r["format"] for n, r in full.items()} == {"a.jpg": "JPEG", "b.png": "PNG",
@@ -232,10 +239,10 @@ def test_quick_run_end_to_end_reports_replay_and_size(bench, models_dir, tmp_pat
     rows = out["rows"]
     assert rows["default@full"]["size"] > 0 and "default@full-with" in rows
     must = {c["must"]: c for c in out["must"]}
-    assert must["Gᵣ ≥ 2 under jpeg85 on TAEF2 (replay attack)"]["status"] in ("PASS", "FAIL")
+    assert must["Gᵣ ≥ 2 under jpeg85 on build (replay attack)"]["status"] in ("PASS", "FAIL")
     assert "JPEG" in must["size: median protected/original bytes ≤ 1.6 for JPEG inputs "
                           "(default)"]["note"]
-    md = (tmp_path / "results" / "efficacy-quick.md").read_text()
+    md = (tmp_path / "results" / "efficacy-build-quick.md").read_text()
     assert "Gᵣ jpeg85" in md and "| size |" in md and "keyed" in md
 
 
