@@ -48,11 +48,16 @@ def taef2_reinit(shared: Path, seed: int = 1) -> tuple[nn.Module, nn.Module]:
     base = load_taef2(shared, decoder=True)
     enc, dec = copy.deepcopy(base.encoder), copy.deepcopy(base.decoder)
     assert dec is not None
-    for i in range(REINIT_ENCODER_FROM, len(enc)):
-        _reset(enc[i], seed + i)
-    for i in range(REINIT_DECODER_UNTIL):
-        _reset(dec[i], seed + 100 + i)
+    fresh = [enc[i] for i in range(REINIT_ENCODER_FROM, len(enc))]
+    fresh += [dec[i] for i in range(REINIT_DECODER_UNTIL)]
+    for k, m in enumerate(fresh):
+        _reset(m, seed + k)
+    # only the re-initialised stages train: full fine-tuning at the new stages' learning rate
+    # wrecks the pretrained ones (reconstruction fell from 14 to 13 dB in 150 steps), and the
+    # kept early features are what makes this a sibling with its own latent space
     for p in list(enc.parameters()) + list(dec.parameters()):
+        p.requires_grad_(False)
+    for p in (p for m in fresh for p in m.parameters()):
         p.requires_grad_(True)
     return enc.train(), dec.train()
 

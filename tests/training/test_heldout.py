@@ -43,9 +43,12 @@ def test_taef2_sibling_keeps_early_layers_and_resets_the_rest(tmp_path: Path) ->
     for i, layer in enumerate(enc):
         if list(layer.parameters()):
             assert same(layer, base_enc[i]) == (i < REINIT_ENCODER_FROM), i
+            # only the re-initialised stages train; the kept ones stay as pretrained
+            assert all(p.requires_grad == (i >= REINIT_ENCODER_FROM) for p in layer.parameters())
     for i, layer in enumerate(dec):
         if list(layer.parameters()):
             assert same(layer, base_dec[i]) == (i >= REINIT_DECODER_UNTIL), i
+            assert all(p.requires_grad == (i < REINIT_DECODER_UNTIL) for p in layer.parameters())
 
 
 def test_sdlike_trains_and_saves_as_a_surrogate(tmp_path: Path) -> None:
