@@ -182,12 +182,10 @@ def load_subset(paths: list[Path], cfg: Config) -> list[SubsetImage]:
 # PGD baseline (cached)
 
 
-def surrogate_label(spec: str) -> str:
-    """The scoring encoder's name in must lines and result file names (a held-out encoder's file
-    stem, a factory's name)."""
-    if spec == "taef2":
-        return "TAEF2"
-    return spec.partition(":")[2] if ":" in spec and not Path(spec).is_file() else Path(spec).stem
+def surrogate_label(sur) -> str:
+    """The scoring encoder's name in must lines and result file names: load_surrogate's name for
+    it (a held-out encoder's file stem, a factory's name), TAEF2 spelt as the docs spell it."""
+    return "TAEF2" if sur.name == "taef2" else sur.name
 
 
 def surrogate_key(sur) -> str:
@@ -598,13 +596,13 @@ def must_list(
     large: dict,
     sizes: dict[str, dict] | None = None,
     info: dict | None = None,
+    on: str = "TAEF2",
 ) -> list:
     """The issues' must lines, PASS / FAIL / N/A. `sizes`: `size_by_format` at default; `info`:
-    `product_info` (the model file's size)."""
+    `product_info` (the model file's size); `on`: the encoder scored on (`surrogate_label`)."""
     d = rows["default@full"].summary
     t = d["transforms"]
     checks = []
-    on = surrogate_label(cfg.surrogate)
     goal_note = "goal, not a must; other encoders: --surrogate runs/heldout/<name>-encoder.pt"
 
     def add(line: str, value: str, ok: bool | None, note: str = "") -> None:
@@ -1041,13 +1039,11 @@ def run(cfg: Config, mode: str = "full") -> int:
         if retime else f"both on {same}; PGD time from the cache",
     }  # fmt: skip
     size_default = size_by_format(sizes, "default") if "default" in cfg.presets else {}
-    checks = must_list(cfg, rows, curve, speed, large, size_default, info)
+    checks = must_list(cfg, rows, curve, speed, large, size_default, info, surrogate_label(sur))
 
     # 5. Outputs.
     # another surrogate (a held-out encoder) writes its own files beside TAEF2's result
-    suffix = ("" if cfg.surrogate == "taef2" else f"-{surrogate_label(cfg.surrogate)}") + (
-        "-quick" if cfg.quick else ""
-    )
+    suffix = ("" if sur.name == "taef2" else f"-{sur.name}") + ("-quick" if cfg.quick else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     recs = [
         rec for res in (full_res, sub_res) for r in res.values() for rec in r["records"].values()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,10 +34,14 @@ def test_subset_is_evenly_spaced_and_fixed(bench) -> None:
     assert bench.subset_indices(65, 16) == idx
 
 
-def test_results_and_must_lines_name_the_scoring_encoder(bench) -> None:
-    assert bench.surrogate_label("taef2") == "TAEF2"
-    assert bench.surrogate_label("runs/heldout/taef2-reinit-encoder.pt") == "taef2-reinit-encoder"
-    assert bench.surrogate_label("tests.support.toy_surrogate:build") == "build"
+def test_results_and_must_lines_name_the_scoring_encoder(bench, tmp_path: Path) -> None:
+    from perturb.training.surrogates import Surrogate, load_surrogate
+
+    assert bench.surrogate_label(Surrogate("taef2", torch.nn.Identity())) == "TAEF2"
+    path = tmp_path / "taef2-reinit-encoder.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Conv2d(3, 4, 1)), str(path))
+    assert bench.surrogate_label(load_surrogate(str(path))) == "taef2-reinit-encoder"
+    assert bench.surrogate_label(load_surrogate("tests.support.toy_surrogate:build")) == "build"
 
 
 def test_curve_interpolation(bench) -> None:
