@@ -110,6 +110,36 @@ class KeyedProtector(nn.Module):
         return (image + strength * self.delta(image, key)).clamp(0, 1)
 
 
+def widen_into(model: KeyedProtector, state: dict[str, torch.Tensor]) -> None:
+    """Load a narrower model's weights into `model` (more hidden channels) as the same function.
+
+    The old channels keep their weights; the new ones keep `model`'s fresh initialisation, and every
+    path from a new channel into an old one or into the output starts at zero, so training resumes
+    from the old model's perturbation with room for more structures per cell.
+    """
+    h = state["key_in.weight"].shape[0]
+    big = model.cfg.hidden
+    if big < h:
+        raise ValueError(f"cannot widen {h} hidden channels to {big}")
+    new = {k: v.clone() for k, v in model.state_dict().items()}
+    # gate.2 maps a (h) to [g1 (h), g2 (h)]; the wide model's g2 starts at row `big`
+    rows = torch.cat([torch.arange(h), big + torch.arange(h)])
+    w2, b2 = new["gate.2.weight"], new["gate.2.bias"]
+    w2[rows] = 0
+    w2[rows, :h] = state["gate.2.weight"]
+    b2[rows] = state["gate.2.bias"]
+    new["gate.0.weight"][:h] = state["gate.0.weight"]
+    new["gate.0.bias"][:h] = state["gate.0.bias"]
+    new["key_in.weight"][:h] = state["key_in.weight"]
+    new["mix.weight"][:h] = 0
+    new["mix.weight"][:h, :h] = state["mix.weight"]
+    new["out.weight"].zero_()
+    new["out.weight"][:, :h] = state["out.weight"]
+    if "detail.weight" in state and "detail.weight" in new:
+        new["detail.weight"][:h] = state["detail.weight"]
+    model.load_state_dict(new)
+
+
 def macs_per_pixel(cfg: GeneratorConfig) -> float:
     """Multiply-adds per full-resolution pixel (all convolutions run at 1/s resolution)."""
     h, c, s = cfg.hidden, cfg.key_channels, cfg.scale

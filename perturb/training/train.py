@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from perturb.training.data import CropSampler, composite, list_images, load_rgb
-from perturb.training.generator import GeneratorConfig, KeyedProtector
+from perturb.training.generator import GeneratorConfig, KeyedProtector, widen_into
 from perturb.training.losses import decoy_loss, normalised_shift, shift_loss
 from perturb.training.surrogates import Surrogate, load_surrogate
 from perturb.training.transforms import MIXTURE, Transform, quantize_st, sample_transform
@@ -271,6 +271,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"resumed at step {trainer.step} ({trainer.elapsed / 60:.1f} min)")
     elif a.init:
         weights = torch.load(a.init, map_location="cpu", weights_only=False)["model"]
+        narrower = weights["key_in.weight"].shape[0]
+        if narrower < cfg.generator.hidden:  # --g-hidden grew: the same function, more room
+            widen_into(trainer.model, weights)
+            print(f"init: widened {narrower} → {cfg.generator.hidden} hidden channels")
+            weights = trainer.model.state_dict()
         missing, unexpected = trainer.model.load_state_dict(weights, strict=False)
         if unexpected or any(not k.startswith("detail.") for k in missing):
             raise SystemExit(f"error: {a.init} does not fit this generator "

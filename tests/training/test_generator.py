@@ -1,10 +1,11 @@
 """The keyed generator: odd in its key (replays cancel nothing), keyed, shaped by the image."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perturb.training.generator import GeneratorConfig, KeyedProtector
+from perturb.training.generator import GeneratorConfig, KeyedProtector, widen_into
 
 
 def trained_looking(cfg: GeneratorConfig, seed: int = 0) -> KeyedProtector:
@@ -61,6 +62,30 @@ def test_cell_detail_starts_as_the_same_function_then_reads_detail_inside_cells(
         mirrored = x.reshape(1, 3, 4, 8, 4, 8).flip(3, 5).reshape(1, 3, 32, 32)
         torch.testing.assert_close(plain.delta(mirrored, key), plain.delta(x, key))
         assert float((detailed.delta(mirrored, key) - detailed.delta(x, key)).abs().max()) > 1e-3
+
+
+@settings(max_examples=10, deadline=None)
+@given(narrow=st.integers(1, 6), extra=st.integers(0, 6), detail=st.booleans(),
+       seed=st.integers(0, 1000))
+def test_widening_starts_as_the_same_function_and_the_new_channels_can_learn(
+        narrow: int, extra: int, detail: bool, seed: int) -> None:
+    small = trained_looking(GeneratorConfig(hidden=narrow, scale=4, cell_detail=detail), seed)
+    wide = trained_looking(GeneratorConfig(hidden=narrow + extra, scale=4, cell_detail=detail),
+                           seed + 1)
+    widen_into(wide, small.state_dict())
+    x = torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(seed))
+    key = small.draw_key(2, 16, 24, torch.Generator().manual_seed(seed + 2))
+    with torch.no_grad():
+        torch.testing.assert_close(wide.delta(x, key), small.delta(x, key))
+    wide.delta(x, key).square().sum().backward()
+    if extra:  # the output's new columns get a gradient from the first step
+        assert float(wide.out.weight.grad[:, narrow:].abs().max()) > 0
+
+
+def test_a_model_cannot_be_narrowed() -> None:
+    with pytest.raises(ValueError, match="cannot widen 8 hidden channels to 4"):
+        widen_into(KeyedProtector(GeneratorConfig(hidden=4)),
+                   KeyedProtector(GeneratorConfig(hidden=8)).state_dict())
 
 
 def test_subtracting_replays_leaves_the_protection() -> None:

@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -102,7 +103,8 @@ def test_checkpoint_resume_restores_state(tmp_path: Path) -> None:
 TINY = ("--g-key-channels", "2", "--g-hidden", "4", "--g-eps", "0.5")
 
 
-def test_main_runs_end_to_end_on_a_shared_layout(tmp_path: Path) -> None:
+def test_main_runs_end_to_end_on_a_shared_layout(tmp_path: Path, capsys: pytest.CaptureFixture
+                                                  ) -> None:
     shared = tmp_path / "shared"
     write_images(shared / "data" / "artworks" / "train")
     write_images(shared / "data" / "artworks" / "val", 1)
@@ -117,6 +119,12 @@ def test_main_runs_end_to_end_on_a_shared_layout(tmp_path: Path) -> None:
     main(["--shared", str(shared), "--run", str(run), "--max-steps", "3", "--batch", "1",
           "--crops", "32", "--resume", *TINY])
     assert torch.load(run / "model.pt", weights_only=False)["step"] == 3
+    # --init from a narrower model widens it (the same function to start from) and trains on
+    wide = tmp_path / "wide"
+    main(["--shared", str(shared), "--run", str(wide), "--max-steps", "1", "--batch", "1",
+          "--crops", "32", "--init", str(run / "model.pt"), *TINY, "--g-hidden", "6"])
+    assert "init: widened 4 → 6 hidden channels" in capsys.readouterr().out
+    assert torch.load(wide / "model.pt", weights_only=False)["model"]["mix.weight"].shape[0] == 6
     # ship it: export, calibration through the engine, card; the engine then protects with it
     Image.fromarray((np.random.default_rng(1).random((64, 80, 3)) * 255).astype(np.uint8)).save(
         shared / "data" / "artworks" / "val" / "opaque.png")
