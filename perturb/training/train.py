@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from perturb.training.data import CropSampler, composite, list_images, load_rgb
 from perturb.training.generator import GeneratorConfig, KeyedProtector, widen_into
@@ -26,6 +27,26 @@ from perturb.training.losses import decoy_loss, normalised_shift, shift_loss
 from perturb.training.surrogates import Surrogate, load_surrogate
 from perturb.training.transforms import MIXTURE, Transform, quantize_st, sample_transform
 from perturb.training.visibility import ssimulacra2
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (radius 3σ), edges reflected."""
+    r = max(1, math.ceil(3 * sigma))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / sigma) ** 2)
+    k = (k / k.sum()).view(1, 1, 1, -1).repeat(x.shape[1], 1, 1, 1)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k, groups=x.shape[1])
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(2, 3), groups=x.shape[1])
+
+
+def remove_span_detail(x: torch.Tensor, out_weight: torch.Tensor, scale: int,
+                       sigma: float = 1.5) -> torch.Tensor:
+    """bench/projection.py's `span-highpass` attack, differentiable in `x`: every scale×scale cell
+    minus the part of its fine detail (`x − blur(x)`) in the span of the output layer's columns
+    (taken as fixed: the attacker reads them from the shipped file)."""
+    q, _ = torch.linalg.qr(out_weight.detach().flatten(1))
+    detail = F.pixel_unshuffle(x - gaussian_blur(x, sigma), scale)
+    in_span = torch.einsum("ck,nkhw->nchw", q @ q.T, detail)
+    return x - F.pixel_shuffle(in_span, scale)
 
 
 # ---- configuration (defaults of the shipped run; every field is a command-line flag) ----
@@ -57,6 +78,10 @@ class TrainConfig:
     # the generator learns which chroma detail and which DCT coefficients JPEG throws away)
     jpeg_grad: str = "identity"
     decoy_weight: float = 0.0  # > 0 adds the targeted decoy term
+    # probability that a step's protected crops first lose, cell by cell, the part of their fine
+    # detail in the span of the generator's own output layer (bench/projection.py's attack, which
+    # needs no key): the generator learns changes that this removal does not take away
+    span_attack: float = 0.0
     visibility_target: float = 70.0  # SSIMULACRA 2 of each crop the budget is held at (0 = off)
     visibility_weight: float = 0.3  # hinge weight per point the batch mean is below the target
     checkpoint_minutes: float = 3.0
@@ -148,6 +173,8 @@ class Trainer:
         x_adv = composite(torch.cat([self.protect(crop[:, :3], cfg.strength), crop[:, 3:]], 1))
         loss = x.new_zeros(())
         logs: dict[str, float] = {}
+        if cfg.span_attack > 0 and self.rng.random() < cfg.span_attack:
+            x_adv = remove_span_detail(x_adv, self.model.out.weight, self.model.cfg.scale)
         tx, tadv = t(x), t(x_adv)
         for i, s in enumerate(self.surrogates):
             taps = cfg.tap_weights if s.taps else None

@@ -58,3 +58,22 @@ def test_the_span_attack_removes_a_change_in_the_span_and_nothing_else(k: int, s
     flat = np.full((12, 16, 3), 0.4)
     np.testing.assert_allclose(projection.remove_span(flat, proj, 4, blurred=flat), flat)
     assert projection.span_share(xp - x, proj, 4) > 1 - 1e-9
+
+
+def test_training_removes_the_span_as_the_bench_does() -> None:
+    """train.py's differentiable attack is bench/projection.py's, given the same blur."""
+    from perturb.training.train import gaussian_blur, remove_span_detail
+
+    torch.manual_seed(3)
+    w = torch.randn(48, 6, 1, 1)
+    x = torch.rand(2, 3, 16, 24)
+    ours = remove_span_detail(x, w, 4)
+    proj = projection.projector(w.flatten(1).numpy().astype(np.float64))
+    for i in range(2):
+        img = x[i].permute(1, 2, 0).numpy().astype(np.float64)
+        blurred = gaussian_blur(x[i : i + 1], 1.5)[0].permute(1, 2, 0).numpy().astype(np.float64)
+        bench = projection.remove_span(img, proj, 4, blurred)
+        np.testing.assert_allclose(ours[i].permute(1, 2, 0).numpy(), bench, atol=1e-5)
+    # a flat image has no fine detail, so nothing is removed
+    flat = torch.full((1, 3, 16, 16), 0.3)
+    torch.testing.assert_close(remove_span_detail(flat, w, 4), flat)

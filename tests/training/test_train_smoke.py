@@ -83,6 +83,15 @@ def test_decoy_term_trains(tmp_path: Path) -> None:
     assert not torch.equal(before, trainer.model.out.weight)
 
 
+def test_the_span_attack_step_trains(tmp_path: Path) -> None:
+    cfg = TrainConfig(batch=1, crops=(32,), span_attack=1.0, generator=GeneratorConfig(hidden=4))
+    data = CropSampler(write_images(tmp_path / "train", 1), seed=0)
+    trainer = Trainer(cfg, [random_surrogate()], data, [])
+    before = trainer.model.out.weight.detach().clone()
+    assert np.isfinite(trainer.train_step()["loss"])
+    assert not torch.equal(before, trainer.model.out.weight)
+
+
 def test_checkpoint_resume_restores_state(tmp_path: Path) -> None:
     cfg = TrainConfig(batch=1, crops=(32,), generator=GeneratorConfig(hidden=4))
     data = CropSampler(write_images(tmp_path / "train", 1), seed=0)
