@@ -173,9 +173,10 @@ class Trainer:
         x_adv = composite(torch.cat([self.protect(crop[:, :3], cfg.strength), crop[:, 3:]], 1))
         loss = x.new_zeros(())
         logs: dict[str, float] = {}
+        scraped = x_adv  # what the encoder is scored on; the visibility term reads x_adv itself
         if cfg.span_attack > 0 and self.rng.random() < cfg.span_attack:
-            x_adv = remove_span_detail(x_adv, self.model.out.weight, self.model.cfg.scale)
-        tx, tadv = t(x), t(x_adv)
+            scraped = remove_span_detail(x_adv, self.model.out.weight, self.model.cfg.scale)
+        tx, tadv = t(x), t(scraped)
         for i, s in enumerate(self.surrogates):
             taps = cfg.tap_weights if s.taps else None
             l_s, lg = shift_loss(s, tadv, tx, taps)

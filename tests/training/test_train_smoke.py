@@ -83,13 +83,21 @@ def test_decoy_term_trains(tmp_path: Path) -> None:
     assert not torch.equal(before, trainer.model.out.weight)
 
 
-def test_the_span_attack_step_trains(tmp_path: Path) -> None:
-    cfg = TrainConfig(batch=1, crops=(32,), span_attack=1.0, generator=GeneratorConfig(hidden=4))
-    data = CropSampler(write_images(tmp_path / "train", 1), seed=0)
-    trainer = Trainer(cfg, [random_surrogate()], data, [])
-    before = trainer.model.out.weight.detach().clone()
-    assert np.isfinite(trainer.train_step()["loss"])
-    assert not torch.equal(before, trainer.model.out.weight)
+def test_the_span_attack_step_trains_and_the_visibility_is_of_the_protected_crop(
+        tmp_path: Path) -> None:
+    paths = write_images(tmp_path / "train", 1)
+    logs = []
+    for p in (1.0, 0.0):
+        cfg = TrainConfig(batch=1, crops=(32,), span_attack=p, generator=GeneratorConfig(hidden=4))
+        torch.manual_seed(0)
+        trainer = Trainer(cfg, [random_surrogate()], CropSampler(paths, seed=0), [])
+        before = trainer.model.out.weight.detach().clone()
+        logs.append(trainer.train_step())
+        assert np.isfinite(logs[-1]["loss"])
+        assert not torch.equal(before, trainer.model.out.weight)
+    # the same crop and key: the encoder saw the attacked copy, the visibility term did not
+    assert logs[0]["loss"] != logs[1]["loss"]
+    assert logs[0]["ss2"] == pytest.approx(logs[1]["ss2"], abs=1e-6)
 
 
 def test_checkpoint_resume_restores_state(tmp_path: Path) -> None:
