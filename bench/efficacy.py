@@ -1039,11 +1039,12 @@ def run(cfg: Config, mode: str = "full") -> int:
         if retime else f"both on {same}; PGD time from the cache",
     }  # fmt: skip
     size_default = size_by_format(sizes, "default") if "default" in cfg.presets else {}
-    checks = must_list(cfg, rows, curve, speed, large, size_default, info, surrogate_label(sur))
+    on = surrogate_label(sur)
+    checks = must_list(cfg, rows, curve, speed, large, size_default, info, on)
 
     # 5. Outputs.
     # another surrogate (a held-out encoder) writes its own files beside TAEF2's result
-    suffix = ("" if sur.name == "taef2" else f"-{sur.name}") + ("-quick" if cfg.quick else "")
+    suffix = ("" if on == "TAEF2" else f"-{on}") + ("-quick" if cfg.quick else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     recs = [
         rec for res in (full_res, sub_res) for r in res.values() for rec in r["records"].values()

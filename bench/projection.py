@@ -40,10 +40,10 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageFilter  # noqa: E402
 
 from perturb.training import evaluate as ev  # noqa: E402
+from perturb.training.train import SPAN_BLUR_SIGMA  # noqa: E402  (the one the training attack uses)
 
 TRANSFORMS = ("jpeg85", "resize-jpeg")
 ATTACKS = ("span", "span-highpass")
-BLUR_RADIUS = 1.5  # Gaussian σ in pixels of `span-highpass`'s smooth part
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -95,7 +95,7 @@ def attacked(colour: np.ndarray, proj: np.ndarray, s: int, attack: str) -> np.nd
     """One of ATTACKS on uint8 colour, quantised back to uint8 as a scraper would save it."""
     blurred = None
     if attack == "span-highpass":
-        smooth = Image.fromarray(colour).filter(ImageFilter.GaussianBlur(BLUR_RADIUS))
+        smooth = Image.fromarray(colour).filter(ImageFilter.GaussianBlur(SPAN_BLUR_SIGMA))
         blurred = np.asarray(smooth).astype(np.float64) / 255
     return ev.to_uint8(remove_span(colour.astype(np.float64) / 255, proj, s, blurred))
 

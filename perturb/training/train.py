@@ -38,8 +38,11 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(2, 3), groups=x.shape[1])
 
 
+SPAN_BLUR_SIGMA = 1.5  # px: what the span attack counts as a cell's fine detail (x − blur(x))
+
+
 def remove_span_detail(x: torch.Tensor, out_weight: torch.Tensor, scale: int,
-                       sigma: float = 1.5) -> torch.Tensor:
+                       sigma: float = SPAN_BLUR_SIGMA) -> torch.Tensor:
     """bench/projection.py's `span-highpass` attack, differentiable in `x`: every scale×scale cell
     minus the part of its fine detail (`x − blur(x)`) in the span of the output layer's columns
     (taken as fixed: the attacker reads them from the shipped file)."""
@@ -303,13 +306,13 @@ def main(argv: list[str] | None = None) -> None:
         if narrower < cfg.generator.hidden:  # --g-hidden grew: the same function, more room
             widen_into(trainer.model, weights)
             print(f"init: widened {narrower} → {cfg.generator.hidden} hidden channels")
-            weights = trainer.model.state_dict()
-        missing, unexpected = trainer.model.load_state_dict(weights, strict=False)
-        if unexpected or any(not k.startswith("detail.") for k in missing):
-            raise SystemExit(f"error: {a.init} does not fit this generator "
-                             f"(missing {missing}, unexpected {unexpected})")
-        if missing:  # zero-initialised additions: the same function to start from
-            print(f"init: {', '.join(missing)} start at zero")
+        else:
+            missing, unexpected = trainer.model.load_state_dict(weights, strict=False)
+            if unexpected or any(not k.startswith("detail.") for k in missing):
+                raise SystemExit(f"error: {a.init} does not fit this generator "
+                                 f"(missing {missing}, unexpected {unexpected})")
+            if missing:  # zero-initialised additions: the same function to start from
+                print(f"init: {', '.join(missing)} start at zero")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config_dict(cfg), indent=2))
     trainer.run(run_dir)

@@ -62,7 +62,7 @@ def test_the_span_attack_removes_a_change_in_the_span_and_nothing_else(k: int, s
 
 def test_training_removes_the_span_as_the_bench_does() -> None:
     """train.py's differentiable attack is bench/projection.py's, given the same blur."""
-    from perturb.training.train import gaussian_blur, remove_span_detail
+    from perturb.training.train import SPAN_BLUR_SIGMA, gaussian_blur, remove_span_detail
 
     torch.manual_seed(3)
     w = torch.randn(48, 6, 1, 1)
@@ -71,8 +71,8 @@ def test_training_removes_the_span_as_the_bench_does() -> None:
     proj = projection.projector(w.flatten(1).numpy().astype(np.float64))
     for i in range(2):
         img = x[i].permute(1, 2, 0).numpy().astype(np.float64)
-        blurred = gaussian_blur(x[i : i + 1], 1.5)[0].permute(1, 2, 0).numpy().astype(np.float64)
-        bench = projection.remove_span(img, proj, 4, blurred)
+        blurred = gaussian_blur(x[i : i + 1], SPAN_BLUR_SIGMA)[0].permute(1, 2, 0).numpy()
+        bench = projection.remove_span(img, proj, 4, blurred.astype(np.float64))
         np.testing.assert_allclose(ours[i].permute(1, 2, 0).numpy(), bench, atol=1e-5)
     # a flat image has no fine detail, so nothing is removed
     flat = torch.full((1, 3, 16, 16), 0.3)
