@@ -644,7 +644,7 @@ def summarize(records: Sequence[dict]) -> Summary:
         return Summary(0, None, None, None, None, None, {})
     s2 = [r["visibility"]["ssimulacra2"] for r in records]
     transforms: dict[str, dict[str, float | None]] = {}
-    names = [t for t in TRANSFORMS if any(t in r["transforms"] for r in records)]
+    names = list(dict.fromkeys(t for r in records for t in r["transforms"]))  # in scoring order
     for t in names:
         rows = [r["transforms"][t] for r in records if t in r["transforms"]]
         keys = ("S", "S_noise", "G", "C", "C_noise", "dC", "S_replay", "G_replay")

@@ -8,6 +8,10 @@ re-encodes an upload. Protection is scored after each of them.
 | `resize-jpeg` | downscale by 0.75 (Lanczos, antialiased), then JPEG quality 80          |
 | `noise-jpeg`  | add Gaussian noise σ = 0.02, clip, then JPEG quality 75                 |
 
+Outside EVALUATION.md's four, `resize-jpeg@F` downscales by another factor `F` before the same
+JPEG 80 (`bench/resize_sweep.py`): sites resize to their own widths, and how the model's 8-px cells
+land on the output pixels depends on the factor (at 0.75 every cell edge falls on a pixel edge).
+
 They work on 8-bit RGB arrays (H×W×3 uint8) because what a site serves is an 8-bit file. The noise
 of `noise-jpeg` comes from a fixed seed and depends only on the image size, so `x`, `x'` and the
 noise baseline of one image all receive the same noise: the latent shift then measures the
@@ -85,12 +89,26 @@ _STEPS: dict[str, tuple[Callable[[np.ndarray], np.ndarray] | None, int | None]] 
 }
 
 
+def _steps(name: str) -> tuple[Callable[[np.ndarray], np.ndarray] | None, int | None]:
+    if name in _STEPS:
+        return _STEPS[name]
+    base, _, factor = name.partition("@")
+    try:
+        f = float(factor) if base == "resize-jpeg" else None
+    except ValueError:
+        f = None
+    if f is None or not 0 < f <= 1:
+        raise TransformError(
+            f"unknown platform transform {name!r}; known: {', '.join(TRANSFORMS)}"
+            " and resize-jpeg@F with 0 < F ≤ 1"
+        )
+    return (lambda img: downscale(img, f)), _STEPS["resize-jpeg"][1]
+
+
 def served(name: str, img: np.ndarray) -> bytes | None:
     """The file a scraper downloads after transform `name` (None for `none`: the upload itself)."""
-    if name not in _STEPS:
-        raise TransformError(f"unknown platform transform {name!r}; known: {', '.join(TRANSFORMS)}")
+    op, quality = _steps(name)
     _check(img)
-    op, quality = _STEPS[name]
     if quality is None:
         return None
     return encode_jpeg(op(img) if op else img, quality)

@@ -158,6 +158,18 @@ def test_summarize_medians_and_share_under_60() -> None:
     assert s.transforms["jpeg85"]["G"] == 2.5
 
 
+def test_summarize_keeps_every_scored_transform_in_scoring_order() -> None:
+    """Transforms outside EVALUATION.md's four (`resize-jpeg@F`) are summarised too."""
+    names = ("jpeg85", "resize-jpeg@0.6", "resize-jpeg")
+    rec = {
+        "visibility": {"ssimulacra2": 70.0, "psnr": 40.0, "ssim": 0.9},
+        "noise": {"matched": True},
+        "transforms": {t: {"S": 2.0, "S_noise": 1.0, "G": 2.0 + i} for i, t in enumerate(names)},
+    }
+    s = ev.summarize([rec])
+    assert tuple(s.transforms) == names and s.transforms["resize-jpeg@0.6"]["G"] == 3.0
+
+
 def test_onnx_backend_matches_torch() -> None:
     torch.manual_seed(0)
     enc, dec = taef2_encoder(n=8).eval(), taef2_decoder(n=8).eval()

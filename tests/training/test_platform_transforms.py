@@ -104,3 +104,20 @@ def test_any_size_gives_rgb_uint8_of_the_expected_size(h: int, w: int, name: str
     assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
     expect = pt.resized_size(w, h) if name == "resize-jpeg" else (w, h)
     assert (out.shape[1], out.shape[0]) == expect
+
+
+def test_resize_jpeg_at_a_factor_is_resize_jpeg_at_that_factor() -> None:
+    """`resize-jpeg@0.75` is EVALUATION.md's `resize-jpeg`; another factor scales to its size."""
+    img = smooth_image(60, 80)
+    np.testing.assert_array_equal(pt.apply("resize-jpeg@0.75", img), pt.apply("resize-jpeg", img))
+    out = pt.apply("resize-jpeg@0.6", img)
+    assert (out.shape[1], out.shape[0]) == pt.resized_size(80, 60, 0.6) == (48, 36)
+    with Image.open(io.BytesIO(pt.served("resize-jpeg@0.6", img))) as im:
+        assert im.format == "JPEG" and im.quantization[0][0] == libjpeg_luma_dc(80)
+
+
+@pytest.mark.parametrize("bad", ["resize-jpeg@", "resize-jpeg@0", "resize-jpeg@1.5",
+                                 "resize-jpeg@x", "jpeg85@0.5"])  # fmt: skip
+def test_a_bad_resize_factor_raises_with_the_form(bad: str) -> None:
+    with pytest.raises(pt.TransformError, match="resize-jpeg@F"):
+        pt.apply(bad, smooth_image())
