@@ -44,18 +44,22 @@ class ValImage:
     jpeg: bytes | None  # the original file when it is a JPEG (for the size column)
 
 
-def torch_perturb(model: KeyedProtector) -> Perturb:
-    """A generator run as the engine runs a keyed model (reflect-padded, cropped back, 8-bit)."""
-    t = model.size_multiple
+def torch_perturb(model: KeyedProtector, grid_offset: int = 0) -> Perturb:
+    """A generator run as the engine runs a keyed model (reflect-padded, cropped back, 8-bit).
+
+    `grid_offset` > 0 pads that many pixels on the top and left too, so the model's cells start
+    that far before the image's first pixel (the engine's grid is offset 0): a diagnostic of how
+    much the scores owe to the cells lining up with JPEG's blocks and a resize's pixels."""
+    t, o = model.size_multiple, grid_offset
 
     @torch.no_grad()
     def run(rgb: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
         x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
         h, w = x.shape[-2:]
-        x = torch.nn.functional.pad(x, (0, (-w) % t, 0, (-h) % t), mode="reflect")
+        x = torch.nn.functional.pad(x, (o, (-(w + o)) % t, o, (-(h + o)) % t), mode="reflect")
         shape = model.key_shape(1, *x.shape[-2:])
         key = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
-        y = model(x, torch.tensor(strength), key)[0, :, :h, :w]
+        y = model(x, torch.tensor(strength), key)[0, :, o : o + h, o : o + w]
         return ev.to_uint8(y.permute(1, 2, 0).numpy())
 
     return run
@@ -102,9 +106,14 @@ def _jpeg_like(rgb: np.ndarray, original: bytes) -> bytes:
     return buf.getvalue()
 
 
-def score_model(perturb: Perturb, images: list[ValImage], target: float,
-                encoder: torch.nn.Module, seed: int = 1,
-                transforms: tuple[str, ...] = ("jpeg85", "resize-jpeg")) -> dict:
+def score_model(
+    perturb: Perturb,
+    images: list[ValImage],
+    target: float,
+    encoder: torch.nn.Module,
+    seed: int = 1,
+    transforms: tuple[str, ...] = ("jpeg85", "resize-jpeg"),
+) -> dict:
     """Strength solved for a median SSIMULACRA 2 of `target`, then G, Gᵣ and the JPEG size."""
     samples = [im.sample for im in images]
     fixed = lambda rgb, s: perturb(rgb, s, np.random.default_rng(CALIBRATION_SEED))  # noqa: E731
@@ -132,8 +141,9 @@ def score_model(perturb: Perturb, images: list[ValImage], target: float,
         restored = ev.to_uint8((xp - change / REPLAYS) / 255.0)
         x = s.composite(s.rgb)
         ref = ev.ImageReference(x, latents, transforms, colour=s.rgb, alpha=s.alpha)
-        records.append(ev.score_image(ref, s.composite(xp), damage=False,
-                                      replay=s.composite(restored)))
+        records.append(
+            ev.score_image(ref, s.composite(xp), damage=False, replay=s.composite(restored))
+        )
     summary = ev.summarize(records)
     opaque = [r for r, s in zip(records, samples, strict=True) if s.alpha is None]
     sprites = [r for r, s in zip(records, samples, strict=True) if s.alpha is not None]
@@ -159,32 +169,45 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--target", type=float, default=71.0, help="median SSIMULACRA 2")
     ap.add_argument("--every", type=int, default=4, help="every n-th val image")
     ap.add_argument("--side", type=int, default=512, help="long side the images are scaled to")
+    ap.add_argument(
+        "--grid-offset",
+        type=int,
+        default=0,
+        help="shift the model's cells by this many px (checkpoints only; diagnostic)",
+    )
     a = ap.parse_args(argv)
     from perturb.training.surrogates import load_taef2
 
     torch.set_num_threads(2)
     images = load_images(a.shared / "data" / "artworks" / "val", a.every, a.side)
     encoder = load_taef2(a.shared, decoder=False).encoder
-    print(f"{len(images)} val images (every {a.every}th, ≤ {a.side} px), "
-          f"{sum(im.sample.alpha is not None for im in images)} with transparency", flush=True)
+    print(
+        f"{len(images)} val images (every {a.every}th, ≤ {a.side} px), "
+        f"{sum(im.sample.alpha is not None for im in images)} with transparency",
+        flush=True,
+    )
     for path in a.models:
         if path.suffix == ".onnx":
+            if a.grid_offset:
+                ap.error("--grid-offset needs a train.py checkpoint, not an .onnx file")
             run = onnx_perturb(path)
         else:
             from perturb.training.export import load_model
 
-            run = torch_perturb(load_model(path))
+            run = torch_perturb(load_model(path), a.grid_offset)
         r = score_model(run, images, a.target, encoder)
 
         def fmt(d: dict) -> str:
             return " / ".join("—" if v is None else f"{v:.2f}" for v in d.values())
 
         size = "—" if r["jpeg_size"] is None else f"{r['jpeg_size']:.2f}×"
-        print(f"{path}: strength {r['strength']:.3f} (coverage exponent {r['exponent']}), "
-              f"SSIMULACRA 2 {r['ssimulacra2']:.1f} ({r['under_60']:.0%} < 60), "
-              f"G {fmt(r['G'])}, Gᵣ {fmt(r['G_replay'])} (jpeg85 / resize-jpeg); "
-              f"opaque {fmt(r['G_opaque'])}, sprites {fmt(r['G_sprites'])}; JPEG size {size}",
-              flush=True)
+        print(
+            f"{path}: strength {r['strength']:.3f} (coverage exponent {r['exponent']}), "
+            f"SSIMULACRA 2 {r['ssimulacra2']:.1f} ({r['under_60']:.0%} < 60), "
+            f"G {fmt(r['G'])}, Gᵣ {fmt(r['G_replay'])} (jpeg85 / resize-jpeg); "
+            f"opaque {fmt(r['G_opaque'])}, sprites {fmt(r['G_sprites'])}; JPEG size {size}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -39,6 +39,25 @@ def test_torch_perturb_pads_crops_scales_and_draws_the_key_from_its_generator() 
     assert 0 < d_weak < np.abs(strong.astype(int) - 128).mean()
 
 
+def test_a_grid_offset_starts_the_cells_that_many_pixels_before_the_image() -> None:
+    """Offset o on an image is offset 0 on the image with o reflected pixels above and left."""
+    torch.manual_seed(1)
+    model = KeyedProtector(GeneratorConfig(hidden=8)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.6)
+    rgb = painting(37, 45)
+    for o in (2, 5):
+        shifted = torch_perturb(model, o)(rgb, 1.0, np.random.default_rng(7))
+        padded = np.pad(rgb, ((o, 0), (o, 0), (0, 0)), mode="reflect")
+        aligned = torch_perturb(model)(padded, 1.0, np.random.default_rng(7))[o:, o:]
+        assert shifted.shape == rgb.shape and np.array_equal(shifted, aligned)
+    assert not np.array_equal(
+        torch_perturb(model, 2)(rgb, 1.0, np.random.default_rng(7)),
+        torch_perturb(model)(rgb, 1.0, np.random.default_rng(7)),
+    )
+
+
 def test_load_images_keep_alpha_and_the_jpeg_for_its_size(tmp_path) -> None:
     for i in range(6):
         Image.fromarray(painting(500, 300, i)).save(tmp_path / f"{i}.jpg", quality=95)
@@ -60,8 +79,9 @@ class TinyEncoder(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(),
-                                       torch.nn.Conv2d(8, 4, 3, 4, 1))
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3, 4, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -72,8 +92,9 @@ def test_replay_removes_a_deterministic_perturbation_but_not_a_keyed_one() -> No
     pattern = np.random.default_rng(7).choice([-1.0, 1.0], (96, 112, 3))
 
     def fixed(rgb: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
-        return np.clip(np.round(rgb + 8 * s * pattern[: rgb.shape[0], : rgb.shape[1]]), 0, 255
-                       ).astype(np.uint8)
+        return np.clip(
+            np.round(rgb + 8 * s * pattern[: rgb.shape[0], : rgb.shape[1]]), 0, 255
+        ).astype(np.uint8)
 
     def keyed(rgb: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
         sign = rng.choice([-1.0, 1.0], rgb.shape)
