@@ -25,7 +25,6 @@ towards 1. Also printed: the share of the perturbation's energy that lies in the
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
+import val_sample  # noqa: E402
 from PIL import Image, ImageFilter  # noqa: E402
 
 from perturb.training import evaluate as ev  # noqa: E402
@@ -44,7 +44,6 @@ from perturb.training.train import SPAN_BLUR_SIGMA  # noqa: E402  (the one the t
 
 TRANSFORMS = ("jpeg85", "resize-jpeg")
 ATTACKS = ("span", "span-highpass")
-RESULTS = ROOT / "bench" / "results"
 
 
 def output_basis(onnx_path: Path) -> tuple[np.ndarray, int]:
@@ -108,22 +107,10 @@ def span_share(delta: np.ndarray, proj: np.ndarray, s: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=ROOT / ".." / "shared")
-    ap.add_argument("--model", help="model id or .onnx (default: the shipped default model)")
-    ap.add_argument("--side", type=int, default=512, help="long side the val files are scaled to")
-    ap.add_argument("--every", type=int, default=4,
-                    help="every n-th val image (4: the 17 that perturb.training.compare uses)")
-    ap.add_argument("--quick", action="store_true", help="6 images at ≤ 256 px")
-    ap.add_argument("--out", type=Path, default=RESULTS / "projection",
-                    help="writes <out>.json and <out>.md")  # fmt: skip
-    a = ap.parse_args(argv)
-    if a.quick:
-        a.side, a.every = 256, 11
+    a = val_sample.parse(val_sample.parser(__doc__, "projection"), argv)
     import torch
-    from efficacy import quick_input
 
-    from perturb import models, protect
+    from perturb import models
     from perturb.training.surrogates import load_taef2
 
     torch.set_num_threads(2)
@@ -131,17 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     w, s = output_basis(engine.path)
     proj = projector(w)
     latents = ev.LatentModel(load_taef2(a.shared, decoder=False).encoder, None, 2)
-    val = sorted(p for p in (a.shared / "data" / "artworks" / "val").iterdir()
-                 if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:: a.every]
+    val = val_sample.files(a)
     print(f"{engine.id} {engine.version}: W is {w.shape[0]} × {w.shape[1]} "
           f"(span {np.linalg.matrix_rank(w)} of {w.shape[0]} per {s}×{s} cell); "
           f"{len(val)} val images at ≤ {a.side} px", flush=True)
     rows, t0 = [], time.perf_counter()
     for i, path in enumerate(val, 1):
-        data = quick_input(path.read_bytes(), a.side)
-        colour, alpha = ev.decode_colour_alpha(data)
-        protected = protect(data, strength="default", model=engine)
-        colour_p, _ = ev.decode_colour_alpha(protected.data)
+        colour, alpha, colour_p = val_sample.protect_file(path, a.side, engine)
         delta = (colour_p.astype(np.float64) - colour) / 255
         if alpha is not None:  # only what shows once composited counts
             delta = delta * (alpha[..., None] > 0)

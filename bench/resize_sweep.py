@@ -13,7 +13,6 @@ own format, as `bench/projection.py` makes them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -23,10 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 sys.path.insert(0, str(ROOT / "bench"))
 
+import val_sample  # noqa: E402
+
 from perturb.training import evaluate as ev  # noqa: E402
 
 FACTORS = (0.5, 0.6, 2 / 3, 0.75, 0.8, 0.9)
-RESULTS = ROOT / "bench" / "results"
 
 
 def transform_names(factors: tuple[float, ...]) -> tuple[str, ...]:
@@ -36,44 +36,22 @@ def transform_names(factors: tuple[float, ...]) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=ROOT / ".." / "shared")
-    ap.add_argument("--model", help="model id or .onnx (default: the shipped default model)")
-    ap.add_argument("--side", type=int, default=512, help="long side the val files are scaled to")
-    ap.add_argument(
-        "--every",
-        type=int,
-        default=4,
-        help="every n-th val image (4: the 17 that perturb.training.compare uses)",
-    )
-    ap.add_argument("--quick", action="store_true", help="6 images at ≤ 256 px")
-    ap.add_argument("--out", type=Path, default=RESULTS / "resize_sweep",
-                    help="writes <out>.json and <out>.md")  # fmt: skip
-    a = ap.parse_args(argv)
-    if a.quick:
-        a.side, a.every = 256, 11
+    a = val_sample.parse(val_sample.parser(__doc__, "resize_sweep"), argv)
     import torch
-    from efficacy import quick_input
 
-    from perturb import models, protect
+    from perturb import models
     from perturb.training.surrogates import load_taef2
 
     torch.set_num_threads(2)
     engine = models.load_model(a.model)
     names = transform_names(FACTORS)
     latents = ev.LatentModel(load_taef2(a.shared, decoder=False).encoder, None, 2)
-    val = sorted(
-        p
-        for p in (a.shared / "data" / "artworks" / "val").iterdir()
-        if p.suffix.lower() in (".png", ".jpg", ".jpeg")
-    )[:: a.every]
+    val = val_sample.files(a)
     print(f"{engine.id} {engine.version}: {len(val)} val images at ≤ {a.side} px", flush=True)
     records, transparent, t0 = [], 0, time.perf_counter()
     for i, path in enumerate(val, 1):
-        data = quick_input(path.read_bytes(), a.side)
-        colour, alpha = ev.decode_colour_alpha(data)
+        colour, alpha, colour_p = val_sample.protect_file(path, a.side, engine)
         transparent += alpha is not None
-        colour_p, _ = ev.decode_colour_alpha(protect(data, strength="default", model=engine).data)
         ref = ev.ImageReference(ev.composite(colour, alpha), latents, names,
                                 colour=colour, alpha=alpha)  # fmt: skip
         records.append(ev.score_image(ref, ev.composite(colour_p, alpha), damage=False))

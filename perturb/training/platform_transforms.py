@@ -90,6 +90,7 @@ _STEPS: dict[str, tuple[Callable[[np.ndarray], np.ndarray] | None, int | None]] 
 
 
 def _steps(name: str) -> tuple[Callable[[np.ndarray], np.ndarray] | None, int | None]:
+    """EVALUATION.md's four by name, or `resize-jpeg@F` (the bench's other downscale factors)."""
     if name in _STEPS:
         return _STEPS[name]
     base, _, factor = name.partition("@")

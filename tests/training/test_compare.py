@@ -21,13 +21,18 @@ def painting(h: int = 96, w: int = 112, seed: int = 0) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def test_torch_perturb_pads_crops_scales_and_draws_the_key_from_its_generator() -> None:
-    torch.manual_seed(0)
+def random_generator(seed: int) -> KeyedProtector:
+    """A small generator with weights large enough to change an image visibly."""
+    torch.manual_seed(seed)
     model = KeyedProtector(GeneratorConfig(hidden=8)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.6)
-    run = torch_perturb(model)
+    return model
+
+
+def test_torch_perturb_pads_crops_scales_and_draws_the_key_from_its_generator() -> None:
+    run = torch_perturb(random_generator(0))
     rgb = np.full((40, 50, 3), 128, np.uint8)  # not a multiple of the size multiple
     rng = np.random.default_rng
     weak, strong = run(rgb, 0.2, rng(0)), run(rgb, 1.0, rng(0))
@@ -41,11 +46,7 @@ def test_torch_perturb_pads_crops_scales_and_draws_the_key_from_its_generator() 
 
 def test_a_grid_offset_starts_the_cells_that_many_pixels_before_the_image() -> None:
     """Offset o on an image is offset 0 on the image with o reflected pixels above and left."""
-    torch.manual_seed(1)
-    model = KeyedProtector(GeneratorConfig(hidden=8)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.6)
+    model = random_generator(1)
     rgb = painting(37, 45)
     for o in (2, 5):
         shifted = torch_perturb(model, o)(rgb, 1.0, np.random.default_rng(7))
