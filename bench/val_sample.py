@@ -38,9 +38,9 @@ def parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Names
 
 
 def files(a: argparse.Namespace) -> list[Path]:
-    val = a.shared / "data" / "artworks" / "val"
-    paths = (p for p in val.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    return sorted(paths)[:: a.every]
+    from perturb.training.data import list_images
+
+    return list_images(a.shared, "val")[:: a.every]
 
 
 def protect_file(path: Path, side: int, engine) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:

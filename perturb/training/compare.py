@@ -30,6 +30,7 @@ from PIL import Image
 from perturb.models import Coverage
 from perturb.training import evaluate as ev
 from perturb.training.calibrate import GRID, MAX_FACTOR, Sample, curves, fit_exponent, solve
+from perturb.training.data import list_images
 from perturb.training.generator import KeyedProtector
 
 REPLAYS = 4
@@ -74,7 +75,7 @@ def onnx_perturb(path: Path) -> Perturb:
 
 
 def load_images(folder: Path, every: int, side: int) -> list[ValImage]:
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    paths = list_images(folder)
     out = []
     for p in paths[::every]:
         data = p.read_bytes()
