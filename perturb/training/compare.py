@@ -11,7 +11,8 @@ noise (added under alpha), Gᵣ after the replay attack (4 more protections of t
 with fresh keys, their mean change subtracted), and for JPEG inputs the protected file's size when
 re-encoded with the original's quantisation tables. G depends on the visibility it is measured at,
 so only equal-visibility rows compare. For tuning on `val/`; `bench/efficacy.py` gives the
-reported numbers.
+reported numbers. Two diagnostics for checkpoints: `--grid-offset N` moves the model's cells,
+`--cell-filter SPEC` adds a row per fixed filter of its cells (cell_filters.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from PIL import Image
 from perturb.models import Coverage
 from perturb.training import evaluate as ev
 from perturb.training.calibrate import GRID, MAX_FACTOR, Sample, curves, fit_exponent, solve
+from perturb.training.cell_filters import cell_filter, filtered
 from perturb.training.data import list_images
 from perturb.training.generator import KeyedProtector
 
@@ -176,7 +178,21 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="shift the model's cells by this many px (checkpoints only; diagnostic)",
     )
+    ap.add_argument(
+        "--cell-filter",
+        action="append",
+        default=[],
+        help="also score each checkpoint with this fixed filter of its cells (cell_filters.py): "
+        "jpeg-weight@P or chroma-pool; repeat for more (diagnostic)",
+    )
     a = ap.parse_args(argv)
+    if (a.grid_offset or a.cell_filter) and any(p.suffix == ".onnx" for p in a.models):
+        ap.error("--grid-offset and --cell-filter need train.py checkpoints, not .onnx files")
+    for spec in a.cell_filter:
+        try:
+            cell_filter(spec)
+        except ValueError as e:
+            ap.error(str(e))
     from perturb.training.surrogates import load_taef2
 
     torch.set_num_threads(2)
@@ -187,15 +203,19 @@ def main(argv: list[str] | None = None) -> None:
         f"{sum(im.sample.alpha is not None for im in images)} with transparency",
         flush=True,
     )
+    runs: list[tuple[str, Perturb]] = []
     for path in a.models:
         if path.suffix == ".onnx":
-            if a.grid_offset:
-                ap.error("--grid-offset needs a train.py checkpoint, not an .onnx file")
-            run = onnx_perturb(path)
-        else:
-            from perturb.training.export import load_model
+            runs.append((str(path), onnx_perturb(path)))
+            continue
+        from perturb.training.export import load_model
 
-            run = torch_perturb(load_model(path), a.grid_offset)
+        model = load_model(path)
+        runs.append((str(path), torch_perturb(model, a.grid_offset)))
+        for spec in a.cell_filter:
+            filtered_run = torch_perturb(filtered(model, spec), a.grid_offset)
+            runs.append((f"{path} --cell-filter {spec}", filtered_run))
+    for name, run in runs:
         r = score_model(run, images, a.target, encoder)
 
         def fmt(d: dict) -> str:
@@ -203,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
 
         size = "—" if r["jpeg_size"] is None else f"{r['jpeg_size']:.2f}×"
         print(
-            f"{path}: strength {r['strength']:.3f} (coverage exponent {r['exponent']}), "
+            f"{name}: strength {r['strength']:.3f} (coverage exponent {r['exponent']}), "
             f"SSIMULACRA 2 {r['ssimulacra2']:.1f} ({r['under_60']:.0%} < 60), "
             f"G {fmt(r['G'])}, Gᵣ {fmt(r['G_replay'])} (jpeg85 / resize-jpeg); "
             f"opaque {fmt(r['G_opaque'])}, sprites {fmt(r['G_sprites'])}; JPEG size {size}",

@@ -46,7 +46,7 @@ def _dct8() -> torch.Tensor:
     return d
 
 
-_DCT8 = _dct8()
+DCT8 = _dct8()
 _JPEG_GRADS = ("identity", "model")
 
 
@@ -59,7 +59,7 @@ def _quant_table(quality: int, chroma: bool) -> torch.Tensor:
 def _blocks_quantised(c: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """One plane N×1×H×W (H, W multiples of 8): block DCT, soft quantisation, inverse DCT."""
     n, _, h, w = c.shape
-    d, table = _DCT8.to(c), table.to(c)
+    d, table = DCT8.to(c), table.to(c)
     b = c.reshape(n, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4)  # N × by × bx × 8 × 8
     coef = d @ b @ d.T
     u = coef / table
