@@ -169,6 +169,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", type=Path, nargs="+", help="train.py checkpoints or .onnx files")
     ap.add_argument("--shared", type=Path, default=Path("../shared"))
+    ap.add_argument(
+        "--surrogate",
+        default="taef2",
+        help="encoder G is measured on: taef2 or a held-out encoder file (heldout.py)",
+    )
     ap.add_argument("--target", type=float, default=71.0, help="median SSIMULACRA 2")
     ap.add_argument("--every", type=int, default=4, help="every n-th val image")
     ap.add_argument("--side", type=int, default=512, help="long side the images are scaled to")
@@ -193,14 +198,18 @@ def main(argv: list[str] | None = None) -> None:
             cell_filter(spec)
         except ValueError as e:
             ap.error(str(e))
-    from perturb.training.surrogates import load_taef2
+    from perturb.training.surrogates import SurrogateError, load_surrogate
 
     torch.set_num_threads(2)
+    try:
+        encoder = load_surrogate(a.surrogate, a.shared).encoder
+    except SurrogateError as e:
+        ap.error(str(e))
     images = load_images(a.shared / "data" / "artworks" / "val", a.every, a.side)
-    encoder = load_taef2(a.shared, decoder=False).encoder
     print(
         f"{len(images)} val images (every {a.every}th, ≤ {a.side} px), "
-        f"{sum(im.sample.alpha is not None for im in images)} with transparency",
+        f"{sum(im.sample.alpha is not None for im in images)} with transparency; "
+        f"G on {a.surrogate}",
         flush=True,
     )
     runs: list[tuple[str, Perturb]] = []

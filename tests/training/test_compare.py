@@ -5,11 +5,12 @@ tells a keyed perturbation from a deterministic one."""
 import io
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from perturb.training.calibrate import Sample
-from perturb.training.compare import ValImage, load_images, score_model, torch_perturb
+from perturb.training.compare import ValImage, load_images, main, score_model, torch_perturb
 from perturb.training.generator import GeneratorConfig, KeyedProtector
 
 
@@ -109,3 +110,10 @@ def test_replay_removes_a_deterministic_perturbation_but_not_a_keyed_one() -> No
     for t in ("jpeg85", "resize-jpeg"):
         assert det["G_replay"][t] < 0.2 * det["G"][t]
         assert key["G_replay"][t] > 0.8 * key["G"][t]
+
+
+def test_compare_names_a_missing_surrogate_file_and_exits_2(tmp_path, capsys) -> None:
+    missing = tmp_path / "enc.pt"
+    with pytest.raises(SystemExit) as e:
+        main(["m.pt", "--surrogate", str(missing), "--shared", str(tmp_path)])
+    assert e.value.code == 2 and f"surrogate file not found: {missing}" in capsys.readouterr().err
