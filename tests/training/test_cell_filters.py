@@ -6,17 +6,8 @@ import torch
 
 from perturb.training.cell_filters import RGB_TO_YCC, cell_filter, filtered
 from perturb.training.compare import main as compare_main
-from perturb.training.generator import GeneratorConfig, KeyedProtector
 from perturb.training.transforms import DCT8
-
-
-def random_generator(seed: int) -> KeyedProtector:
-    torch.manual_seed(seed)
-    model = KeyedProtector(GeneratorConfig(hidden=8)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.6)
-    return model
+from tests.support.random_generator import random_generator
 
 
 def ycc_planes(cell: torch.Tensor) -> torch.Tensor:

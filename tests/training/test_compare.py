@@ -11,7 +11,7 @@ from PIL import Image
 
 from perturb.training.calibrate import Sample
 from perturb.training.compare import ValImage, load_images, main, score_model, torch_perturb
-from perturb.training.generator import GeneratorConfig, KeyedProtector
+from tests.support.random_generator import random_generator
 
 
 def painting(h: int = 96, w: int = 112, seed: int = 0) -> np.ndarray:
@@ -20,16 +20,6 @@ def painting(h: int = 96, w: int = 112, seed: int = 0) -> np.ndarray:
     img = np.stack([0.5 + 0.3 * np.sin(5 * xx), 0.3 + 0.4 * yy, 0.6 - 0.3 * xx * yy], -1)
     img += 0.05 * rng.standard_normal((h, w, 3))
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
-
-
-def random_generator(seed: int) -> KeyedProtector:
-    """A small generator with weights large enough to change an image visibly."""
-    torch.manual_seed(seed)
-    model = KeyedProtector(GeneratorConfig(hidden=8)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.6)
-    return model
 
 
 def test_torch_perturb_pads_crops_scales_and_draws_the_key_from_its_generator() -> None:
