@@ -22,12 +22,9 @@ import torch
 
 from perturb.containers import IJG_CHROMA, ijg_table
 from perturb.training.generator import KeyedProtector
-from perturb.training.transforms import DCT8
+from perturb.training.transforms import DCT8, RGB_TO_YCC
 
 QUALITY = 85
-RGB_TO_YCC = torch.tensor(
-    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
-)
 SPECS = "jpeg-weight@P (P a number) or chroma-pool"
 
 
@@ -40,13 +37,10 @@ def _dct_weighting(table: list[int], power: float) -> torch.Tensor:
 
 def _pool_2x2() -> torch.Tensor:
     """64 × 64 map of a cell's row-major pixels: each pixel becomes the mean of its 2 × 2 quad."""
-    p = torch.zeros(64, 64, dtype=torch.float64)
-    for i in range(8):
-        for j in range(8):
-            for a in range(2):
-                for b in range(2):
-                    p[i * 8 + j, (i // 2 * 2 + a) * 8 + j // 2 * 2 + b] = 0.25
-    return p
+    rows = torch.kron(
+        torch.eye(4, dtype=torch.float64), torch.full((2, 2), 0.5, dtype=torch.float64)
+    )
+    return torch.kron(rows, rows)  # the same 1-D pooling of rows and of columns
 
 
 def cell_filter(spec: str) -> torch.Tensor:

@@ -47,6 +47,10 @@ def _dct8() -> torch.Tensor:
 
 
 DCT8 = _dct8()
+# JFIF's RGB → YCbCr (rows Y, Cb, Cr), what Pillow's encoder applies before the DCT
+RGB_TO_YCC = torch.tensor(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
+)
 _JPEG_GRADS = ("identity", "model")
 
 
@@ -74,10 +78,7 @@ def jpeg_model(x: torch.Tensor, quality: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     ph, pw = -h % 16, -w % 16  # 4:2:0 chroma needs whole 16×16 macroblocks
     xp = F.pad(x, (0, pw, 0, ph), mode="replicate") * 255
-    r, g, b = xp.unbind(1)
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = -0.168736 * r - 0.331264 * g + 0.5 * b
-    cr = 0.5 * r - 0.418688 * g - 0.081312 * b
+    y, cb, cr = torch.einsum("cd,ndhw->nchw", RGB_TO_YCC.to(xp), xp).unbind(1)
     yq = _blocks_quantised(y.unsqueeze(1) - 128, _quant_table(quality, chroma=False)) + 128
     chroma = F.avg_pool2d(torch.stack([cb, cr], 1), 2)
     ct = _quant_table(quality, chroma=True)

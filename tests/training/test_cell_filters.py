@@ -4,9 +4,9 @@ changing anything else, and keeps the perturbation odd in the key."""
 import pytest
 import torch
 
-from perturb.training.cell_filters import RGB_TO_YCC, cell_filter, filtered
+from perturb.training.cell_filters import cell_filter, filtered
 from perturb.training.compare import main as compare_main
-from perturb.training.transforms import DCT8
+from perturb.training.transforms import DCT8, RGB_TO_YCC
 from tests.support.random_generator import random_generator
 
 
