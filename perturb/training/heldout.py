@@ -20,6 +20,10 @@ own. `sdlike` starts from nothing and needs hours. Score with one:
 
     .venv-train/bin/python bench/efficacy.py --surrogate runs/heldout/taef2-reinit-encoder.pt \
         --presets default --subset 4 --budgets 2,4,8
+
+`--seed N` builds another `taef2-reinit` (its new stages drawn from another seed) as
+`taef2-reinit-seedN`: a sibling to train *against* (`train --surrogates taef2,<its file>`), while
+seed 1 stays held out and keeps measuring transfer.
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ def _reset(module: nn.Module, seed: int) -> None:
     for m in module.modules():  # the module itself first, then everything inside it
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
+
+
+def reinit_name(seed: int) -> str:
+    """Seed 1 is the held-out sibling; other seeds are siblings to train against, named apart so
+    an ensemble can never pick up the held-out one by accident."""
+    return "taef2-reinit" if seed == 1 else f"taef2-reinit-seed{seed}"
 
 
 def taef2_reinit(shared: Path, seed: int = 1) -> tuple[nn.Module, nn.Module]:
@@ -138,15 +148,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--minutes", type=float, default=90.0, help="per encoder")
     ap.add_argument("--only", choices=["taef2-reinit", "sdlike"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1,
+                    help="taef2-reinit's init seed; another seed makes a sibling to train "
+                         "against, saved as taef2-reinit-seed<N> (seed 1 stays held out)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     random.seed(0)
     data = CropSampler(list_images(a.shared, "train"), max_side=768, seed=3,
                        cache=Path("runs") / "cache" / "train-768.pt")
-    makers = {"taef2-reinit": lambda: taef2_reinit(a.shared), "sdlike": sdlike}
+    makers = {"taef2-reinit": lambda: taef2_reinit(a.shared, a.seed), "sdlike": sdlike}
     for name, make in makers.items():
         if a.only and name != a.only:
             continue
+        if name == "taef2-reinit":
+            name = reinit_name(a.seed)
         enc, dec = make()
         print(f"{name}: training {a.minutes:.0f} min", flush=True)
         psnr = train_autoencoder(enc, dec, data, a.minutes)

@@ -11,6 +11,7 @@ from perturb.training.data import CropSampler
 from perturb.training.heldout import (
     REINIT_DECODER_UNTIL,
     REINIT_ENCODER_FROM,
+    reinit_name,
     save,
     sdlike,
     taef2_reinit,
@@ -49,6 +50,19 @@ def test_taef2_sibling_keeps_early_layers_and_resets_the_rest(tmp_path: Path) ->
         if list(layer.parameters()):
             assert same(layer, base_dec[i]) == (i >= REINIT_DECODER_UNTIL), i
             assert all(p.requires_grad == (i < REINIT_DECODER_UNTIL) for p in layer.parameters())
+
+
+def test_another_seed_is_a_different_sibling_with_the_same_early_layers(tmp_path: Path) -> None:
+    shared = fake_shared(tmp_path)
+    (enc1, dec1), (enc7, dec7) = taef2_reinit(shared, seed=1), taef2_reinit(shared, seed=7)
+    for i, (a, b) in enumerate(zip(enc1, enc7, strict=True)):
+        if list(a.parameters()):
+            assert same(a, b) == (i < REINIT_ENCODER_FROM), i
+    for i, (a, b) in enumerate(zip(dec1, dec7, strict=True)):
+        if list(a.parameters()):
+            assert same(a, b) == (i >= REINIT_DECODER_UNTIL), i
+    assert reinit_name(1) == "taef2-reinit"
+    assert reinit_name(7) == "taef2-reinit-seed7"
 
 
 def test_sdlike_trains_and_saves_as_a_surrogate(tmp_path: Path) -> None:
