@@ -156,12 +156,11 @@ def main(argv: list[str] | None = None) -> None:
     random.seed(0)
     data = CropSampler(list_images(a.shared, "train"), max_side=768, seed=3,
                        cache=Path("runs") / "cache" / "train-768.pt")
-    makers = {"taef2-reinit": lambda: taef2_reinit(a.shared, a.seed), "sdlike": sdlike}
-    for name, make in makers.items():
-        if a.only and name != a.only:
+    makers = {"taef2-reinit": (reinit_name(a.seed), lambda: taef2_reinit(a.shared, a.seed)),
+              "sdlike": ("sdlike", sdlike)}
+    for kind, (name, make) in makers.items():
+        if a.only and kind != a.only:
             continue
-        if name == "taef2-reinit":
-            name = reinit_name(a.seed)
         enc, dec = make()
         print(f"{name}: training {a.minutes:.0f} min", flush=True)
         psnr = train_autoencoder(enc, dec, data, a.minutes)
