@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
-from urllib.parse import parse_qs, quote
+import re
+from urllib.parse import parse_qs, quote, quote_from_bytes, unquote_to_bytes
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 from proxy.uploads import text_images
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 3
+# SOI, a JFIF APP0 segment, the next marker
+JPEG_HEAD = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xdb"
 
 
 def _flip(data: bytes, mime: str | None) -> bytes:
@@ -169,3 +172,146 @@ def test_identity_transform_keeps_json_bytes(before: str, image: bytes, after: s
     new, handled = text_images.rewrite_text(body, _keep)
     assert new == body
     assert handled  # the data URL was decoded and handed over
+
+
+def _hex_text(data: bytes, prefix: bytes, upper: bool, width: int | None, newline: bytes) -> bytes:
+    text = prefix + (data.hex().upper() if upper else data.hex()).encode()
+    if width is None:
+        return text
+    return newline.join(text[i : i + width] for i in range(0, len(text), width))
+
+
+@settings(deadline=None, max_examples=150)
+@given(
+    st.binary(min_size=4, max_size=300),
+    st.sampled_from([b"", b"0x", b"\\\\x"]),  # bare, SQL-style, PostgREST's bytea in JSON
+    st.booleans(),
+    st.sampled_from([None, 60, 64]),  # xxd -p wraps at 60
+    st.sampled_from([b"\n", b"\\n", b"\r\n"]),
+)
+def test_hex_images_are_read_and_written_in_their_style(
+    tail: bytes, prefix: bytes, upper: bool, width: int | None, newline: bytes
+) -> None:
+    image = PNG[:8] + tail
+    written = _hex_text(image, prefix, upper, width, newline)
+    body = b'{"title":"art","data":"' + written + b'","n":1}'
+    seen: list[bytes] = []
+
+    def flip(data: bytes, mime: str | None) -> bytes:
+        seen.append(data)
+        return _flip(data, mime)
+
+    new, handled = text_images.rewrite_text(body, flip)
+    assert seen == [image] and len(handled) == 1
+    assert new.startswith(b'{"title":"art","data":"') and new.endswith(b'","n":1}')
+    out = new[len(b'{"title":"art","data":"') : -len(b'","n":1}')]
+    wrapped = width if newline in written else None  # a one-line original says no width
+    assert out == _hex_text(_flip(image, None), prefix, upper, wrapped, newline)
+
+
+def test_hex_that_is_not_an_image_is_searched_and_left_alone() -> None:
+    digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    body = json.dumps({"sha256": digest, "short": "deadbeef"}).encode()
+    seen: list[bytes] = []
+
+    def keep(data: bytes, mime: str | None) -> bytes:
+        seen.append(data)
+        return data
+
+    new, handled = text_images.rewrite_text(body, keep)
+    assert new == body
+    assert seen == [bytes.fromhex(digest)] and len(handled) == 1  # long: searched for images
+
+
+@settings(deadline=None, max_examples=150)
+@given(
+    st.binary(min_size=4, max_size=300),
+    st.sampled_from(["", "!*'()", "/+:;,@$"]),  # quote(safe=""), encodeURIComponent, by hand
+    st.booleans(),
+    st.booleans(),
+)
+def test_percent_encoded_images_are_read_and_written_in_their_style(
+    tail: bytes, safe: str, lower: bool, data_url: bool
+) -> None:
+    def percent(data: bytes) -> bytes:
+        text = quote_from_bytes(data, safe=safe).encode()
+        return re.sub(rb"%[0-9A-F]{2}", lambda m: m.group(0).lower(), text) if lower else text
+
+    image = JPEG_HEAD + tail
+    prefix = b'{"i":"data:image/jpeg,' if data_url else b'{"i":"'
+    written = percent(image)
+    body = prefix + written + b'","n":1}'
+    seen: list[tuple[bytes, str | None]] = []
+
+    def flip(data: bytes, mime: str | None) -> bytes:
+        seen.append((data, mime))
+        return _flip(data, mime)
+
+    new, handled = text_images.rewrite_text(body, flip)
+    assert seen == [(image, "image/jpeg" if data_url else None)] and len(handled) == 1
+    assert new.startswith(prefix) and new.endswith(b'","n":1}')
+    out = new[len(prefix) : -len(b'","n":1}')]
+    assert unquote_to_bytes(out) == _flip(*seen[0])
+    # In its style: what the original left as it was stays so, what it escaped is escaped,
+    # in the same case.
+    kept = set(re.sub(rb"%[0-9A-Fa-f]{2}", b"", written))
+    escaped = {int(m, 16) for m in re.findall(rb"%([0-9A-Fa-f]{2})", written)}
+    assert kept <= set(re.sub(rb"%[0-9A-Fa-f]{2}", b"", out)) | set(b"NEW:bare")
+    assert not escaped & set(re.sub(rb"%[0-9A-Fa-f]{2}", b"", out))
+    assert (re.search(rb"%[0-9A-F]?[a-f]", out) is not None) == lower
+
+
+def test_a_percent_encoded_svg_data_url_is_handed_over_with_its_type() -> None:
+    svg = (
+        b'<svg xmlns="http://www.w3.org/2000/svg"><image href="data:image/png;base64,iVBO"/></svg>'
+    )
+    body = b'{"icon":"data:image/svg+xml,' + quote_from_bytes(svg).encode() + b'"}'
+    seen: list[tuple[bytes, str | None]] = []
+    text_images.rewrite_text(body, lambda data, mime: seen.append((data, mime)) or data)
+    assert seen == [(svg, "image/svg+xml")]
+
+
+def test_text_with_a_few_escapes_is_left_alone() -> None:
+    body = b'{"url":"https://example.com/a%20b%2Fc?q=%E6%97%A5","note":"100%25 done"}'
+    assert text_images.rewrite_text(body, _flip) == (body, [])
+
+
+@settings(deadline=None, max_examples=100)
+@given(st.binary(min_size=16, max_size=300), st.sampled_from([",", ", ", " , "]))
+def test_json_byte_arrays_are_read_and_written_with_their_separator(tail, comma) -> None:
+    image = PNG[:8] + tail
+    array = ("[" + comma.join(str(b) for b in image) + "]").encode()
+    body = b'{"type":"Buffer","data":' + array + b"}"
+    new, handled = text_images.rewrite_text(body, _flip)
+    assert len(handled) == 1
+    flipped = _flip(image, None)
+    assert (
+        new == b'{"type":"Buffer","data":[' + comma.join(str(b) for b in flipped).encode() + b"]}"
+    )
+
+
+def test_arrays_that_are_not_bytes_are_left_alone() -> None:
+    seen: list[bytes] = []
+    body = json.dumps({"ids": list(range(200, 300)), "few": [137, 80, 78, 71]}).encode()
+    assert text_images.rewrite_text(body, lambda d, m: seen.append(d) or d)[0] == body
+    assert seen == []
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG"])
+def test_percent_encoded_images_whose_first_bytes_are_letters_are_found(fmt: str) -> None:
+    """`GIF89a` and `RIFF....WEBPVP8` need no escape: the run starts before its first `%`."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 97), (200, 30, 90)).save(out, fmt)
+    image = out.getvalue()
+    body = b'{"id":"x1","img":"' + quote_from_bytes(image, safe="").encode() + b'"}'
+    seen: list[bytes] = []
+    new, _ = text_images.rewrite_text(body, lambda d, m: seen.append(d) or _flip(d, m))
+    assert seen == [image]
+    assert (
+        new
+        == b'{"id":"x1","img":"' + quote_from_bytes(_flip(image, None), safe="").encode() + b'"}'
+    )
