@@ -7,7 +7,8 @@ The shapes, searched recursively (each decoded payload is searched again):
 - multipart bodies, nested ones too, with parts in `base64` or `quoted-printable` transfer
   encoding;
 - form-urlencoded fields, percent-decoded;
-- anything else (JSON, text, XML, unknown binary): base64 images, bare or in `data:` URLs;
+- anything else (JSON, text, XML, unknown binary): base64 or hex images, bare or in `data:`
+  URLs; text in UTF-16 or UTF-32 is searched as UTF-8 and written back in its encoding;
 - other media (video, audio, PDF, archives; `other_media`) pass whole, unsearched.
 
 Then the safety net: an image signature left in bytes that no shape accounted for -- an image
@@ -25,7 +26,7 @@ import re
 from collections.abc import Callable
 
 from perturb.image_kinds import image_offsets, sniff_image
-from proxy.uploads import multipart, text_images
+from proxy.uploads import multipart, text_encodings, text_images
 from proxy.uploads.other_media import sniff_other_media
 from proxy.uploads.refusal import PROTECT_FIRST, Refusal
 
@@ -79,6 +80,9 @@ class ImageSearch:
                 unreadable = err  # searched as unknown bytes below; the safety net still applies
             else:
                 return self._multipart(data, form, depth)
+        codec = None if unreadable else text_encodings.wide_codec(data, content_type)
+        if codec is not None:
+            return self._wide_text(data, codec, mime, field, depth)
         if mime == "application/x-www-form-urlencoded":
             new, handled = text_images.rewrite_form(
                 data, lambda value: self.rewrite(value, None, field=True, depth=depth + 1)
@@ -92,6 +96,18 @@ class ImageSearch:
             self.shape = "data_url"
         _refuse_leftover_images(data, handled, unreadable)
         return new
+
+    def _wide_text(self, data: bytes, codec: str, mime: str, field: bool, depth: int) -> bytes:
+        """UTF-16/32 text, searched as UTF-8 and written back in `codec`."""
+        images_before = self.images
+        narrow = data.decode(codec, "surrogatepass").encode("utf-8", "surrogatepass")
+        new = self.rewrite(narrow, mime, field=field, depth=depth + 1)
+        if depth == 0 and self.images > images_before and not self.shape:
+            self.shape = "data_url"
+        _refuse_leftover_images(data, [])  # raw image bytes inside the text
+        if new is narrow:
+            return data
+        return new.decode("utf-8", "surrogatepass").encode(codec, "surrogatepass")
 
     def _decoded_run(self, depth: int) -> text_images.Transform:
         def transform(decoded: bytes, declared: str | None) -> bytes:

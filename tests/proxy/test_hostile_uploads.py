@@ -18,6 +18,7 @@ import shutil
 import ssl
 import sys
 from pathlib import Path
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 import aiohttp
 import numpy as np
@@ -297,6 +298,70 @@ async def test_base64_in_json_with_unicode_escapes_is_protected(proxy, upstream,
     sent = base64.b64decode(json.loads(got.body)["image"].split(",", 1)[1])
     assert_protected(jpeg, sent)
     assert pixels_differ(jpeg, sent)
+
+
+@pytest.mark.parametrize(
+    ("codec", "content_type"),
+    [
+        ("utf-16", "application/json; charset=utf-16"),  # a byte-order mark, as .NET writes
+        ("utf-16-le", "application/json"),  # no mark, no charset: told by its zero bytes
+        ("utf-32-be", "application/json; charset=utf-32be"),
+    ],
+)
+async def test_base64_in_utf16_and_utf32_json_is_protected(
+    proxy, upstream, client, jpeg, codec, content_type
+) -> None:
+    """Each base64 character travels with zero bytes beside it, so no raw search sees it."""
+    doc = {"title": "夜の絵", "image": base64.b64encode(jpeg).decode()}
+    t = token()
+    status, _, _ = await send(
+        proxy,
+        client,
+        "POST",
+        f"{DA}/_napi/new/thing?t={t}",
+        json.dumps(doc, ensure_ascii=False).encode(codec),
+        content_type=content_type,
+    )
+    assert status == 200
+    (got,) = upstream.matching(t)
+    sent = json.loads(got.body.decode(codec))
+    assert sent["title"] == doc["title"]
+    assert_protected(jpeg, base64.b64decode(sent["image"]))
+    assert pixels_differ(jpeg, base64.b64decode(sent["image"]))
+
+
+NOTATIONS = {
+    # PostgREST (Supabase) takes a `bytea` column as `\\x` and hex digits.
+    "bytea hex": (lambda b: "\\x" + b.hex(), lambda v: bytes.fromhex(v.removeprefix("\\x"))),
+    # A data URL without `;base64` carries its bytes percent-encoded (RFC 2397).
+    "percent data URL": (
+        lambda b: "data:image/png," + quote_from_bytes(b, safe=""),
+        lambda v: unquote_to_bytes(v.removeprefix("data:image/png,")),
+    ),
+    "encodeURIComponent": (lambda b: quote_from_bytes(b, safe="!*'()"), unquote_to_bytes),
+    # JSON.stringify of a Node.js Buffer's bytes.
+    "byte array": (list, bytes),
+}
+
+
+@pytest.mark.parametrize("notation", NOTATIONS)
+async def test_images_in_other_text_notations_are_protected(
+    proxy, upstream, client, png, notation
+) -> None:
+    encode, decode_value = NOTATIONS[notation]
+    t = token()
+    body = json.dumps({"title": "art", "file": encode(png)}).encode()
+    status, _, _ = await send(
+        proxy, client, "POST", f"{DA}/rest/v1/art?t={t}", body, content_type="application/json"
+    )
+    assert status == 200
+    (got,) = upstream.matching(t)
+    doc = json.loads(got.body)
+    assert doc["title"] == "art"
+    sent = decode_value(doc["file"])
+    assert_protected(png, sent)
+    assert pixels_differ(png, sent)
+    assert type(doc["file"]) is type(encode(png))
 
 
 async def _raw_https(proxy, host: str, request: bytes) -> bytes:
