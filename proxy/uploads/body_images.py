@@ -44,8 +44,9 @@ class ImageSearch:
     """One body's search. After `rewrite`, `images` counts the images handed to `protect` and
     `shape` names where they were ("raw", "multipart", "data_url")."""
 
-    def __init__(self, protect: Protect) -> None:
+    def __init__(self, protect: Protect, *, wide_text: bool = True) -> None:
         self.protect = protect
+        self.wide_text = wide_text  # read UTF-16/32 text as such (off: its bytes as they are)
         self.images = 0
         self.shape = ""
 
@@ -80,7 +81,7 @@ class ImageSearch:
                 unreadable = err  # searched as unknown bytes below; the safety net still applies
             else:
                 return self._multipart(data, form, depth)
-        codec = None if unreadable else text_encodings.wide_codec(data, content_type)
+        codec = None if unreadable else self._wide_codec(data, content_type, field, depth)
         if codec is not None:
             return self._wide_text(data, codec, mime, field, depth)
         if mime == "application/x-www-form-urlencoded":
@@ -96,6 +97,27 @@ class ImageSearch:
             self.shape = "data_url"
         _refuse_leftover_images(data, handled, unreadable)
         return new
+
+    def _wide_codec(
+        self, data: bytes, content_type: str | None, field: bool, depth: int
+    ) -> str | None:
+        """The codec to read `data` in if it is UTF-16/32 text, else None (its bytes as they
+        are). Bytes that look wide may be ASCII after all (a wrong charset, a mark glued on), so
+        both readings are searched; if both find images, the upload is refused."""
+        codec = text_encodings.wide_codec(data, content_type) if self.wide_text else None
+        if codec is None:
+            return None
+        if not carries_image(data, content_type, field=field, depth=depth, wide_text=False):
+            return codec
+        narrow = data.decode(codec, "surrogatepass").encode("utf-8", "surrogatepass")
+        if carries_image(narrow, media_type(content_type), field=field, depth=depth):
+            raise Refusal(
+                "unsupported-upload",
+                f"the upload carries images both as ASCII text and as {codec.upper()} text, "
+                "and cannot be rebuilt",
+                PROTECT_FIRST,
+            )
+        return None
 
     def _wide_text(self, data: bytes, codec: str, mime: str, field: bool, depth: int) -> bytes:
         """UTF-16/32 text, searched as UTF-8 and written back in `codec`."""
@@ -138,6 +160,23 @@ class ImageSearch:
             self.shape = "multipart"
         _refuse_leftover_images(data, searched)
         return form.to_bytes() if changed else data
+
+
+def carries_image(
+    data: bytes,
+    content_type: str | None,
+    *,
+    field: bool = False,
+    depth: int = 0,
+    wide_text: bool = True,
+) -> bool:
+    """Whether a search of `data` finds an image (or refuses it), without protecting any."""
+    search = ImageSearch(lambda image, whole: image, wide_text=wide_text)
+    try:
+        search.rewrite(data, content_type, field=field, depth=depth + 1)
+    except Refusal:
+        return True
+    return search.images > 0
 
 
 def _transfer_decode(body: bytes, encoding: str) -> bytes | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
@@ -196,22 +196,14 @@ class _Found(NamedTuple):
 
 
 def rewrite_text(body: bytes, transform: Transform) -> tuple[bytes, list[Range]]:
-    """Hand every image-like run of `body` (base64, hex, percent-encoded) to `transform`;
-    returns the new body and the ranges of `body` that were decoded and handed over (searched:
-    the caller needs not search their raw bytes again). Raises Base64Error."""
+    """Hand every image-like run of `body` (base64, hex, percent-encoded, byte arrays) to
+    `transform`; returns the new body and the ranges of `body` that were decoded and handed over
+    (searched: the caller needs not search their raw bytes again). Raises Base64Error."""
     out: list[bytes] = []
     handled: list[Range] = []
     last = 0
-    for match in _TOKENS[b"[" in body, b"%" in body].finditer(body):
-        if match.lastgroup == "array":
-            found = _byte_array(match)
-        elif match.lastgroup == "pct":
-            found = _percent_run(body, match, handled[-1][1] if handled else 0)
-        else:
-            found = _hex_or_base64_run(body, match)
-        if found is None:
-            continue
-        handled.append((min(match.start(), found.start), found.end))
+    for begin, found in _runs(body):
+        handled.append((begin, found.end))
         new = transform(found.decoded, found.declared)
         if new is found.decoded:
             continue
@@ -221,6 +213,37 @@ def rewrite_text(body: bytes, transform: Transform) -> tuple[bytes, list[Range]]
         return body, handled
     out.append(body[last:])
     return b"".join(out), handled
+
+
+def _runs(body: bytes) -> Iterator[tuple[int, _Found]]:
+    """The runs of `body` to hand over, in order, each with where its text begins."""
+    array, pct = b"[" in body, b"%" in body
+    pattern, without_pct = _TOKENS[array, pct], _TOKENS[array, False]
+    pos = floor = 0
+    while (match := pattern.search(body, pos)) is not None:
+        pos = match.end()
+        found = _found(body, match, floor)
+        if found is not None:
+            floor = found.end
+            yield min(match.start(), found.start), found
+        elif match.lastgroup == "pct":
+            # Not an image's bytes; its characters may still hold one (`%20/9j/4AAQ...`).
+            inner = without_pct.search(body, match.start() + 1)
+            while inner is not None and inner.start() < match.end():
+                pos = max(pos, inner.end())
+                found = _found(body, inner, floor)
+                if found is not None:
+                    floor = found.end
+                    yield min(inner.start(), found.start), found
+                inner = without_pct.search(body, inner.end())
+
+
+def _found(body: bytes, match: re.Match[bytes], floor: int) -> _Found | None:
+    if match.lastgroup == "array":
+        return _byte_array(match)
+    if match.lastgroup == "pct":
+        return _percent_run(body, match, floor)
+    return _hex_or_base64_run(body, match)
 
 
 def _declared_type(body: bytes, start: int, url: re.Pattern[bytes]) -> str | None:

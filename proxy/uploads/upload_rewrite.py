@@ -33,7 +33,7 @@ from proxy.image_protection import (
     refuse_unsupported,
 )
 from proxy.uploads import content_encoding, header_fixes, signed_upload
-from proxy.uploads.body_images import ImageSearch
+from proxy.uploads.body_images import ImageSearch, carries_image
 from proxy.uploads.body_reading import too_large
 from proxy.uploads.refusal import PROTECT_FIRST, Refusal
 
@@ -237,7 +237,7 @@ def rewrite_upload(upload: UploadRequest, rules: UploadRules, protector: Protect
             signed = err  # refused only if the request carries an image
     payload, codings, trailers = _decode(upload, rules, read_signed=signed is not None)
     if "s3" in rules.fixes and _query_has(upload.query, "partnumber", "uploadid"):
-        if _carries_image(payload, upload.content_type):
+        if carries_image(payload, upload.content_type):
             raise Refusal(
                 "unsupported-upload",
                 "the image is sent to S3 in several parts, which Sfumato cannot protect in transit",
@@ -278,12 +278,3 @@ def rewrite_upload(upload: UploadRequest, rules: UploadRules, protector: Protect
             )
         rewrite.protected_data = result.data
     return rewrite
-
-
-def _carries_image(payload: bytes, content_type: str) -> bool:
-    search = ImageSearch(lambda data, whole: data)
-    try:
-        search.rewrite(payload, content_type)
-    except Refusal:
-        return True
-    return search.images > 0

@@ -330,6 +330,38 @@ async def test_base64_in_utf16_and_utf32_json_is_protected(
     assert pixels_differ(jpeg, base64.b64decode(sent["image"]))
 
 
+async def test_ascii_text_that_looks_wide_is_still_searched(proxy, upstream, client, jpeg):
+    """A byte-order mark glued on, a wrong charset, a UTF-16 start: the ASCII base64 after it
+    is found, and text carrying images both ways is refused."""
+    ascii_json = json.dumps({"image": base64.b64encode(jpeg).decode()}).encode()
+    ascii_json += b" " * (len(ascii_json) % 2)  # an even length, as UTF-16 text has
+    wide_json = json.dumps({"image": base64.b64encode(jpeg).decode()}).encode("utf-16-le")
+    for body, content_type in (
+        (b"\xff\xfe" + ascii_json, "application/json"),
+        (ascii_json, "application/json; charset=utf-16"),
+        ("{}".encode("utf-16-le") * 400 + ascii_json, "application/json"),
+    ):
+        t = token()
+        status, _, _ = await send(
+            proxy, client, "POST", f"{DA}/_napi/new/thing?t={t}", body, content_type=content_type
+        )
+        assert status == 200
+        (got,) = upstream.matching(t)
+        sent = base64.b64decode(json.loads(got.body[got.body.index(b'{"image"') :])["image"])
+        assert_protected(jpeg, sent)
+    t = token()
+    status, headers, _ = await send(
+        proxy,
+        client,
+        "POST",
+        f"{DA}/_napi/new/thing?t={t}",
+        wide_json + ascii_json,
+        content_type="application/json",
+    )
+    assert headers.get("X-Sfumato-Error") == "unsupported-upload" and status >= 400
+    assert upstream.matching(t) == []
+
+
 NOTATIONS = {
     # PostgREST (Supabase) takes a `bytea` column as `\\x` and hex digits.
     "bytea hex": (lambda b: "\\x" + b.hex(), lambda v: bytes.fromhex(v.removeprefix("\\x"))),

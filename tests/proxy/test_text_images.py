@@ -315,3 +315,13 @@ def test_percent_encoded_images_whose_first_bytes_are_letters_are_found(fmt: str
         new
         == b'{"id":"x1","img":"' + quote_from_bytes(_flip(image, None), safe="").encode() + b'"}'
     )
+
+
+def test_base64_behind_an_escape_is_still_found() -> None:
+    """A percent run that is no image's bytes gives its characters back to the base64 search."""
+    image = JPEG_HEAD + bytes(range(256))
+    for glue in (b"%20", b"%2", b"100%25"):
+        body = b'{"a":"' + glue + base64.b64encode(image) + b'"}'
+        seen: list[bytes] = []
+        text_images.rewrite_text(body, lambda d, m, seen=seen: seen.append(d) or d)
+        assert seen == [image], glue
