@@ -7,8 +7,9 @@ The shapes, searched recursively (each decoded payload is searched again):
 - multipart bodies, nested ones too, with parts in `base64` or `quoted-printable` transfer
   encoding;
 - form-urlencoded fields, percent-decoded;
-- anything else (JSON, text, XML, unknown binary): base64 or hex images, bare or in `data:`
-  URLs; text in UTF-16 or UTF-32 is searched as UTF-8 and written back in its encoding;
+- anything else (JSON, text, XML, unknown binary): images in base64, hex, percent-encoding or
+  JSON byte arrays, bare or in `data:` URLs (`text_images`); text in UTF-16 or UTF-32 is
+  searched as UTF-8 and written back in its encoding (`text_encodings`), and as its bytes are;
 - other media (video, audio, PDF, archives; `other_media`) pass whole, unsearched.
 
 Then the safety net: an image signature left in bytes that no shape accounted for -- an image
