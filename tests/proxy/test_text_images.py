@@ -325,3 +325,28 @@ def test_base64_behind_an_escape_is_still_found() -> None:
         seen: list[bytes] = []
         text_images.rewrite_text(body, lambda d, m, seen=seen: seen.append(d) or d)
         assert seen == [image], glue
+
+
+@settings(deadline=None, max_examples=400)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"%", b"%2", b"%FF", b"%d8", b"[", b"]", b",", b", ", b"255", b"137", b"0x", b"\\x"]
+            + [b"ff", b"D8", b"89504e47", b"/9j/", b"iVBOR", b"AAAA", b"=", b"\\n", b"\n", b'"']
+            + [b"data:image/png,", b"data:,", b"data:image/jpeg;base64,", b"GIF89a", b"RIFF"]
+        ),
+        max_size=80,
+    )
+)
+def test_text_made_of_the_notations_pieces_never_crashes(pieces: list[bytes]) -> None:
+    body = b"".join(pieces)
+    try:
+        new, handled = text_images.rewrite_text(body, _keep)
+    except text_images.Base64Error:
+        return
+    assert new == body
+    assert all(0 <= a < b <= len(body) for a, b in handled)
+    flipped, _ = text_images.rewrite_text(body, _flip)  # every notation's writer runs too
+    if handled:
+        first, last = handled[0][0], handled[-1][1]
+        assert flipped.startswith(body[:first]) and flipped.endswith(body[last:])
