@@ -6,6 +6,8 @@ writes it back byte for byte; the caller searches the text as UTF-8 and encodes 
 
 from __future__ import annotations
 
+from email.message import Message
+
 # Byte-order marks, UTF-32's first (FF FE 00 00 begins with UTF-16's FF FE).
 _BOMS = (
     (b"\xff\xfe\x00\x00", "utf-32-le"),
@@ -33,12 +35,11 @@ SAMPLE = 1024  # bytes looked at to tell an encoding by its zeros
 
 
 def charset(content_type: str | None) -> str:
-    """The `charset` parameter of a Content-Type, lower case, or ""."""
-    for param in (content_type or "").split(";")[1:]:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset":
-            return value.strip().strip('"').lower()
-    return ""
+    """The `charset` parameter of a Content-Type, lower case, or "" (parsed as `multipart`
+    parses its parameters, by the standard library's MIME parser)."""
+    message = Message()
+    message["content-type"] = content_type or ""
+    return message.get_content_charset() or ""
 
 
 def wide_codec(data: bytes, content_type: str | None) -> str | None:

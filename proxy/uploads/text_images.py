@@ -50,18 +50,21 @@ _ESCAPE = re.compile(rb"\\u00([2-7][0-9A-Fa-f])")
 _RUN = re.compile(
     _CHARS + rb"{16,}(?:(?:\\r\\n|\\n|\r\n|\n)" + _CHARS + rb"+)*(?:=|\\u003[dD]){0,2}"
 )
-_DATA_URL = re.compile(
+# A `data:` URL up to its payload: media type (its `/` perhaps JSON-escaped) and parameters.
+_DATA_URL_HEAD = (
     rb"data:([A-Za-z0-9!#$&^_.+-]+(?:/|\\/|\\u002[fF])[A-Za-z0-9!#$&^_.+-]+)?"
-    rb"((?:;[A-Za-z0-9!#$&'*+.^_`|~=%-]+)*);base64,$",
-    re.I,
+    rb"((?:;[A-Za-z0-9!#$&'*+.^_`|~=%-]+)*)"
 )
+_DATA_URL = re.compile(_DATA_URL_HEAD + rb";base64,$", re.I)
+_PLAIN_DATA_URL = re.compile(_DATA_URL_HEAD + rb",$", re.I)  # percent-encoded (RFC 2397)
 _BREAK = re.compile(rb"\\r\\n|\\n|\r\n|\n")
 _HEX = re.compile(rb"(0[xX]|x)?((?:[0-9a-fA-F]{2})+)")
 # Percent-encoded bytes: an escape, then escapes and the characters that URL encoders leave as
 # they are (encodeURIComponent, `quote`, data URLs written by hand).
-_PCT_SAFE = "!*'()/+:;,@$"
+_PCT_SAFE = "!*'()/+:;,@$"  # besides letters, digits and `-._~`, which `quote` never escapes
+_PCT_LITERAL = rb"[A-Za-z0-9\-._~" + re.escape(_PCT_SAFE.encode()) + rb"]"
 _ESCAPED = re.compile(rb"%[0-9A-Fa-f]{2}")
-_PCT_RUN = rb"%[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9\-._~!*'()/+:;,@$])*"
+_PCT_RUN = rb"%[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2}|" + _PCT_LITERAL + rb")*"
 # The characters before the first escape that may belong to the bytes ("GIF89a", "RIFF....WEBP").
 _PCT_LEAD = re.compile(rb"[A-Za-z0-9\-._~!*'()/+]*\Z")
 PCT_LEAD_MAX = 24
@@ -78,11 +81,6 @@ _TOKENS = {
     for array in (False, True)
     for pct in (False, True)
 }
-_PLAIN_DATA_URL = re.compile(
-    rb"data:([A-Za-z0-9!#$&^_.+-]+(?:/|\\/|\\u002[fF])[A-Za-z0-9!#$&^_.+-]+)?"
-    rb"((?:;[A-Za-z0-9!#$&'*+.^_`|~=%-]+)*),$",
-    re.I,
-)
 
 
 def _clean(run: bytes) -> bytes:
