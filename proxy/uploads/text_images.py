@@ -66,7 +66,7 @@ _PCT_LITERAL = rb"[A-Za-z0-9\-._~" + re.escape(_PCT_SAFE.encode()) + rb"]"
 _ESCAPED = re.compile(rb"%[0-9A-Fa-f]{2}")
 _PCT_RUN = rb"%[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2}|" + _PCT_LITERAL + rb")*"
 # The characters before the first escape that may belong to the bytes ("GIF89a", "RIFF....WEBP").
-_PCT_LEAD = re.compile(rb"[A-Za-z0-9\-._~!*'()/+]*\Z")
+_PCT_LEAD = re.compile(_PCT_LITERAL + rb"*\Z")
 PCT_LEAD_MAX = 24
 # A JSON array of byte values (`JSON.stringify` of a Node.js Buffer or `Array.from(bytes)`).
 _BYTE_ARRAY = rb"\[\s*\d{1,3}(?:\s*,\s*\d{1,3}){15,}\s*\]"

@@ -350,3 +350,12 @@ def test_text_made_of_the_notations_pieces_never_crashes(pieces: list[bytes]) ->
     if handled:
         first, last = handled[0][0], handled[-1][1]
         assert flipped.startswith(body[:first]) and flipped.endswith(body[last:])
+
+
+def test_a_percent_encoded_image_whose_first_bytes_include_any_literal_character_is_found():
+    """RIFF's size bytes may be `:` or `@`, which hand-written data URLs leave as they are."""
+    image = b"RIFF:@\x00\x00WEBPVP8 " + bytes(range(256))
+    body = b'{"img":"' + quote_from_bytes(image, safe="/+:;,@$").encode() + b'"}'
+    seen: list[bytes] = []
+    text_images.rewrite_text(body, lambda d, m: seen.append(d) or d)
+    assert seen == [image]
